@@ -198,6 +198,9 @@ class RewardsProvider(Protocol):
         newest ones (backward pagination); the page is still returned newest first.
         """
 
+    async def get_transactions(self, ids: Sequence[str]) -> list[Transaction | None]:
+        """Transactions by id in the order asked; None where unknown."""
+
     async def get_redemptions(self, ids: Sequence[str]) -> list[Redemption | None]:
         """Redemptions by id in the order asked; None where unknown."""
 

@@ -1,0 +1,3 @@
+from giftgraph.cli import main
+
+main()

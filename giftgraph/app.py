@@ -1,0 +1,121 @@
+"""The Starlette app factory: routes, middleware, and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from giftgraph.auth import TokenVerifier
+from giftgraph.middleware import RequestIdMiddleware
+from giftgraph.settings import Settings
+from giftgraph.view import GiftgraphView
+from providers import EventHub, RewardsProvider
+from providers.errors import ProviderError
+from providers.sql import create_engine
+from resolvers.catalog_cache import CatalogCache
+from resolvers.context import Services
+from resolvers.idempotency import IdempotencyStore
+from resolvers.pricing import Pricing
+from resolvers.redeem import RedeemService
+from schema import build_schema
+
+logger = logging.getLogger(__name__)
+
+ProviderFactory = Callable[[Settings, EventHub], RewardsProvider]
+
+
+def sandbox_provider(settings: Settings, events: EventHub) -> RewardsProvider:
+    from providers.sandbox import SandboxConfig, SandboxFaults, SandboxProvider
+
+    return SandboxProvider(
+        database_url=settings.sandbox_database_url,
+        events=events,
+        config=SandboxConfig(
+            starting_balance=settings.sandbox_starting_balance,
+            fulfilment_delay=settings.sandbox_fulfilment_delay,
+        ),
+        faults=SandboxFaults(latency=settings.sandbox_latency, failure_rate=settings.sandbox_failure_rate),
+    )
+
+
+def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbox_provider) -> Starlette:
+    verifier = TokenVerifier(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        events = EventHub()
+        provider = provider_factory(settings, events)
+        engine = create_engine(settings.database_url, logging_name="giftgraph")
+        store = IdempotencyStore(
+            engine,
+            ttl_seconds=settings.idempotency_ttl_seconds,
+            lease_seconds=settings.idempotency_lease_seconds,
+        )
+        pricing = Pricing(settings.points_per_unit)
+        try:
+            await store.start()
+            await store.purge_expired()
+            await provider.start()
+            app.state.engine = engine
+            app.state.services = Services(
+                provider=provider,
+                catalog=CatalogCache(
+                    provider,
+                    pricing,
+                    stable_ttl=settings.catalog_stable_ttl,
+                    volatile_ttl=settings.catalog_volatile_ttl,
+                    max_stale=settings.catalog_max_stale,
+                    page_size=settings.catalog_page_size,
+                ),
+                pricing=pricing,
+                redeem=RedeemService(provider, store, pricing, wait_seconds=settings.idempotency_wait_seconds),
+                events=events,
+            )
+            logger.info("giftgraph ready", extra={"provider": provider.name, "env": settings.env})
+            yield
+        finally:
+            await provider.aclose()
+            await engine.dispose()
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        checks = {"provider": "ok", "database": "ok"}
+        try:
+            await request.app.state.services.provider.check()
+        except ProviderError:
+            checks["provider"] = "unavailable"
+        try:
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:  # any driver failure means "not ready", never a 500
+            logger.warning("readiness: database check failed", exc_info=True)
+            checks["database"] = "unavailable"
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+    view = GiftgraphView(
+        build_schema(introspection=settings.introspection_enabled),
+        verifier,
+        graphiql=settings.graphiql_enabled,
+    )
+    return Starlette(
+        routes=[
+            Route("/graphql", view, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", view),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=lifespan,
+    )

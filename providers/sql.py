@@ -1,0 +1,77 @@
+"""Async SQLAlchemy engines for giftgraph's databases: the one place SQLite is tuned.
+
+SQLite connections use WAL and a busy timeout, and BEGIN is issued by us, not the
+driver, so `writer(engine)` can start transactions with BEGIN IMMEDIATE: the
+write lock is then held from the first statement, and a read-then-write cannot
+be overtaken by another writer, in this process or another sharing the file.
+Statement parameters are hidden from logs and errors: they can be secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+BUSY_TIMEOUT_MS = 10_000
+# DEBUG output of these loggers carries statement parameters (aiosqlite's trace) and result
+# rows (SQLAlchemy's), so gift card codes, pins and claim URLs; INFO and above carry neither.
+_TRACE_LOGGERS = ("aiosqlite", "sqlalchemy.engine.Engine")
+
+
+class _DropDebugRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+def _silence_traces(logging_name: str) -> None:
+    for name in (*_TRACE_LOGGERS, f"sqlalchemy.engine.Engine.{logging_name}"):
+        trace_logger = logging.getLogger(name)
+        if not any(isinstance(existing, _DropDebugRecords) for existing in trace_logger.filters):
+            trace_logger.addFilter(_DropDebugRecords())
+
+
+def _ensure_directory(database: str | None) -> None:
+    # SQLite creates the file but not its directory (e.g. a fresh data/ dir); creating it here
+    # also spares aiosqlite a failed connect, which can leave its worker thread racing loop shutdown.
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def create_engine(database_url: str, *, logging_name: str) -> AsyncEngine:
+    url = make_url(database_url)
+    _silence_traces(logging_name)
+    if not url.drivername.startswith("sqlite"):
+        return create_async_engine(url, hide_parameters=True, logging_name=logging_name, pool_pre_ping=True)
+    _ensure_directory(url.database)
+    engine = create_async_engine(url, hide_parameters=True, logging_name=logging_name)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 driver (it would only BEGIN lazily, before the first
+        # write, too late to hold the lock across a read-then-write); `_on_begin` emits it instead.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")  # readers carry on while one writer holds the lock
+            # With WAL, NORMAL still survives an application crash; only an OS crash may lose the
+            # last commits.
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine, with transactions that take SQLite's write lock when they begin."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")

@@ -1,0 +1,44 @@
+"""The GraphQL schema: Strawberry types wired to the resolver logic."""
+
+from __future__ import annotations
+
+from graphql import GraphQLError
+from strawberry import Schema
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions.disable_introspection import DisableIntrospection
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from schema.errors import ErrorCodes, log_errors
+from schema.mutation import Mutation
+from schema.query import Query
+from schema.subscription import Subscription
+from schema.types import Redemption, Reward, Transaction
+
+
+class GiftgraphSchema(Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        # Only unexpected errors are worth a log line; user errors are the client's business.
+        context = execution_context.context if execution_context is not None else None
+        log_errors(errors, getattr(context, "request_id", None))
+
+
+def build_schema(*, introspection: bool = True) -> Schema:
+    extensions = [ErrorCodes, ParserCache(maxsize=256), ValidationCache(maxsize=256)]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    return GiftgraphSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        types=[Reward, Transaction, Redemption],
+        extensions=extensions,
+        config=StrawberryConfig(),
+    )
+
+
+def print_sdl() -> str:
+    return build_schema().as_str() + "\n"
+
+
+__all__ = ["build_schema", "print_sdl"]

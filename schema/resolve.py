@@ -1,0 +1,75 @@
+"""Thin glue from GraphQL arguments to resolver logic, and from domain objects to types."""
+
+from __future__ import annotations
+
+from resolvers.context import RequestContext
+from resolvers.ids import decode_global_id
+from resolvers.pagination import Page
+from schema.types import (
+    Node,
+    PageInfo,
+    Redemption,
+    Reward,
+    RewardConnection,
+    RewardEdge,
+    Transaction,
+    TransactionConnection,
+    TransactionEdge,
+)
+
+
+async def load_reward(ctx: RequestContext, reward_id: str) -> Reward | None:
+    reward = await ctx.loaders.rewards.load(reward_id)
+    if reward is None:
+        return None
+    cost = ctx.services.pricing.point_cost(reward)
+    return None if cost is None else Reward.from_domain(reward, cost)
+
+
+async def load_node(ctx: RequestContext, global_id: str) -> Node | None:
+    """Any Node by global id; objects of another user (or of no user) are None."""
+    type_name, raw_id = decode_global_id(global_id)
+    if type_name == "Reward":
+        return await load_reward(ctx, raw_id)
+    if ctx.user_id is None:
+        return None
+    if type_name == "Redemption":
+        redemption = await ctx.loaders.redemptions.load(raw_id)
+        if redemption is None or redemption.user_id != ctx.user_id:
+            return None
+        return Redemption.from_domain(redemption)
+    transaction = await ctx.loaders.transactions.load(raw_id)
+    if transaction is None or transaction.user_id != ctx.user_id:
+        return None
+    return Transaction.from_domain(transaction)
+
+
+def page_info(page: Page) -> PageInfo:
+    return PageInfo(
+        has_next_page=page.has_next_page,
+        has_previous_page=page.has_previous_page,
+        start_cursor=page.cursors[0] if page.cursors else None,
+        end_cursor=page.cursors[-1] if page.cursors else None,
+    )
+
+
+def reward_connection(page: Page, point_costs: dict[str, int]) -> RewardConnection:
+    return RewardConnection(
+        edges=[
+            RewardEdge(cursor=cursor, node=Reward.from_domain(reward, point_costs[reward.id]))
+            for reward, cursor in zip(page.items, page.cursors, strict=True)
+        ],
+        page_info=page_info(page),
+        total_count=page.total_count,
+    )
+
+
+def transaction_connection(page: Page) -> TransactionConnection:
+    return TransactionConnection(
+        edges=[
+            TransactionEdge(cursor=cursor, node=Transaction.from_domain(tx))
+            for tx, cursor in zip(page.items, page.cursors, strict=True)
+        ],
+        page_info=page_info(page),
+        total_count=page.total_count,
+    )

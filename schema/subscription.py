@@ -1,0 +1,40 @@
+"""The Subscription root: the viewer's balance and redemptions, live."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+import strawberry
+from strawberry.types import Info
+
+from providers import BalanceChanged, RedemptionUpdated
+from resolvers.context import RequestContext
+from schema.types import PointBalance, Redemption
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(description="The viewer's balance: first the current one, then one per change.")
+    async def balance_changed(self, info: Info[RequestContext, None]) -> AsyncGenerator[PointBalance, None]:
+        ctx = info.context
+        user_id = ctx.require_user()
+        # Subscribe before reading, so a change between the two is not missed.
+        async with ctx.services.events.subscribe(user_id) as queue:
+            (current,) = await ctx.services.provider.get_balances([user_id])
+            yield PointBalance.from_domain(current)
+            while True:
+                event = await queue.get()
+                if isinstance(event, BalanceChanged) and event.balance != current and event.balance.updated_at >= current.updated_at:
+                    current = event.balance
+                    yield PointBalance.from_domain(current)
+
+    @strawberry.subscription(description="The viewer's redemptions, on every status change.")
+    async def redemption_updated(self, info: Info[RequestContext, None]) -> AsyncGenerator[Redemption, None]:
+        ctx = info.context
+        user_id = ctx.require_user()
+        async with ctx.services.events.subscribe(user_id) as queue:
+            while True:
+                event = await queue.get()
+                if isinstance(event, RedemptionUpdated):
+                    ctx.reset_loaders()  # the connection lives long; resolve the reward afresh
+                    yield Redemption.from_domain(event.redemption)
