@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +18,7 @@ from providers.base import (
     RedeemResult,
     Redemption,
     Reward,
+    RewardAvailability,
     RewardPage,
     Transaction,
     TransactionKind,
@@ -107,6 +109,14 @@ class SandboxProvider:
         async with self._lifecycle:
             await self._fulfiller.close()
             await self._store.close()
+
+    def set_availability(self, reward_id: str, availability: RewardAvailability) -> Reward:
+        """A knob for tests and demos: the provider's stock changes, as a real one's does."""
+        index = self._positions[reward_id]
+        reward = dataclasses.replace(self._rewards[reward_id], availability=availability)
+        self._rewards[reward_id] = reward  # the fulfiller shares this dict
+        self.catalog = (*self.catalog[:index], reward, *self.catalog[index + 1 :])
+        return reward
 
     @property
     def fulfilments_in_flight(self) -> int:
