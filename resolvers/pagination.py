@@ -14,6 +14,9 @@ from resolvers.errors import BadUserInput
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# Our cursors hold a sort key and an id: far below this. Longer input is not ours, and
+# refusing it before decoding keeps hostile JSON (e.g. deep nesting) away from the parser.
+MAX_CURSOR_LENGTH = 4096
 
 T = TypeVar("T")
 Key = tuple
@@ -53,11 +56,13 @@ def encode_cursor(kind: str, key: Key) -> str:
 
 def decode_cursor(kind: str, cursor: str, shape: Sequence[type]) -> Key:
     """The key inside a cursor we issued for `kind`, checked against `shape`; else BadUserInput."""
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (ValueError, UnicodeError, binascii.Error):
-        data = None
+    data = None
+    if len(cursor) <= MAX_CURSOR_LENGTH:
+        try:
+            padded = cursor + "=" * (-len(cursor) % 4)
+            data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        except (ValueError, UnicodeError, binascii.Error, RecursionError):
+            data = None
     if (
         not isinstance(data, list)
         or len(data) != len(shape) + 1

@@ -8,6 +8,9 @@ from decimal import ROUND_CEILING, Decimal
 from providers import Reward
 
 
+CENT = Decimal("0.01")
+
+
 class Pricing:
     def __init__(self, points_per_unit: Mapping[str, Decimal]) -> None:
         self._rates = {code.upper(): Decimal(rate) for code, rate in points_per_unit.items()}
@@ -24,6 +27,7 @@ class Pricing:
 
     def point_cost_for(self, reward: Reward, face_value: Decimal) -> int | None:
         """Points for that face value, or None when the reward cannot be redeemed at it."""
-        if not face_value.is_finite() or not reward.denomination.allows(face_value):
+        # No gift card carries a fraction of a cent (providers refuse one), so neither does a price.
+        if not face_value.is_finite() or face_value % CENT != 0 or not reward.denomination.allows(face_value):
             return None
         return self.points_for(face_value, reward.currency_code)

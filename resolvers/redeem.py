@@ -120,7 +120,7 @@ class RedeemService:
         validate_client_mutation_id(client_mutation_id)
         if not face_value.is_finite() or face_value <= 0 or face_value > MAX_FACE_VALUE:
             return _failure(RedeemErrorCode.INVALID_FACE_VALUE, "That face value is not valid.", "faceValue")
-        fingerprint = hashlib.sha256(f"{reward_id}\x00{face_value.normalize():f}".encode()).hexdigest()
+        fingerprint = request_fingerprint(reward_id, face_value)
 
         deadline = time.monotonic() + self._wait
         while True:
@@ -205,6 +205,11 @@ class RedeemService:
             logger.warning("redeem: provider failed", extra={"user_id": user_id, "error": type(exc).__name__})
             return _failure(code.PROVIDER_UNAVAILABLE, "The reward provider is unavailable; retry with the same clientMutationId."), False
         return RedeemOutcome(redemption_id=result.redemption.id, balance=result.balance), True
+
+
+def request_fingerprint(reward_id: str, face_value: Decimal) -> str:
+    """What a redeem input asks for, as stored with its key: equal amounts in any notation (25, 25.00) match."""
+    return hashlib.sha256(f"{reward_id}\x00{face_value.normalize():f}".encode()).hexdigest()
 
 
 def provider_idempotency_key(user_id: str, client_mutation_id: str) -> str:

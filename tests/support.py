@@ -164,3 +164,48 @@ async def ws_connect(server: LiveServer, *, init_payload: dict[str, Any] | None)
         client = WsClient(ws)
         await ws.send(json.dumps({"type": "connection_init", "payload": init_payload or {}}))
         yield client
+
+
+def reward_to_redeem(server: LiveServer, *, failing: bool = False) -> dict[str, Any]:
+    """An AVAILABLE sandbox reward (one the sandbox fails to fulfil when `failing`), with a face
+    value it allows: {"rewardId": global id, "faceValue": str, "points": int}."""
+    from providers import RewardAvailability
+    from providers.sandbox import failing_reward_ids
+    from resolvers.ids import encode_global_id
+
+    failing_ids = failing_reward_ids(server.provider.catalog)
+    for reward in server.provider.catalog:
+        if reward.availability is not RewardAvailability.AVAILABLE or (reward.id in failing_ids) != failing:
+            continue
+        points = server.services.pricing.point_cost(reward)
+        if points is not None:
+            face_value = reward.denomination.min_value
+            return {"rewardId": encode_global_id("Reward", reward.id), "faceValue": str(face_value), "points": points}
+    raise LookupError("the sandbox catalog has no such reward")
+
+
+class FactoryLiveServer(LiveServer):
+    """A LiveServer whose app gets its provider from `provider_factory` (a fake at the provider boundary)."""
+
+    def __init__(self, settings: Settings, provider_factory: Any) -> None:
+        self.settings = settings
+        self.app = create_app(settings, provider_factory=provider_factory)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.port = 0
+
+
+@contextmanager
+def live_server_with_provider(settings: Settings, provider_factory: Any) -> Iterator[LiveServer]:
+    server = FactoryLiveServer(settings, provider_factory).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run_on_server_loop(server: LiveServer, coro: Any, *, timeout: float = 30) -> Any:
+    """Run a coroutine on the live server's own event loop (where its provider and engines live); its result."""
+    loop = server._server.servers[0].get_loop()
+    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
