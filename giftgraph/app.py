@@ -111,7 +111,7 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
     )
     return Starlette(
         routes=[
-            Route("/graphql", view, methods=["GET", "POST"]),
+            Route("/graphql", view),  # every method: the view answers other methods with a JSON 405
             WebSocketRoute("/graphql", view),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

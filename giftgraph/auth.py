@@ -74,7 +74,7 @@ class TokenVerifier:
             )
         except jwt.ExpiredSignatureError as exc:
             raise InvalidToken("The token has expired.") from exc
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:  # InvalidTokenError, and key errors a crafted header can provoke
             raise InvalidToken("The token is not valid.") from exc
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > 255:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+from typing import IO
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -20,6 +21,29 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class TraceRedactionFilter(logging.Filter):
+    """At DEBUG, websockets (under uvicorn) traces every frame's payload and every handshake header:
+    the line stays, the content goes. A frame's payload carries tokens (connection_init) and gift
+    cards (subscription events), and the trace keeps its start and end, so a prefix is no cover."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg in ("< %s", "> %s") and len(args) == 1 and _is_data_frame(args[0]):
+            frame = args[0]
+            record.args = (f"{frame.opcode.name} [redacted] [{len(frame.data)} bytes]",)
+        elif record.msg in ("< %s: %s", "> %s: %s") and len(args) == 2 and str(args[0]).lower() in _SECRET_HEADERS:
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+def _is_data_frame(candidate: object) -> bool:
+    opcode = getattr(candidate, "opcode", None)
+    return getattr(opcode, "name", None) in ("TEXT", "BINARY", "CONT") and hasattr(candidate, "data")
+
+
 class ScrubbingFormatter(logging.Formatter):
     """Appends `extra` fields as key=value and redacts tokens from the whole line."""
 
@@ -33,12 +57,20 @@ class ScrubbingFormatter(logging.Formatter):
         return _SECRETS.sub("[redacted]", line)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
+
+
+def log_handler(stream: IO[str] | None = None) -> logging.Handler:
+    """The handler giftgraph logs through: request ids added, tokens scrubbed (stderr by default)."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s")
-    )
+    handler.addFilter(TraceRedactionFilter())
+    handler.setFormatter(ScrubbingFormatter(LINE_FORMAT))
+    return handler
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = log_handler()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -14,6 +14,9 @@ class ConfigurationError(RuntimeError):
     """The settings cannot run the service (e.g. production without a JWT secret)."""
 
 
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+MIN_SECRET_BYTES = 32
+
 DEFAULT_POINTS_PER_UNIT = {
     "USD": Decimal("100"),
     "CAD": Decimal("75"),
@@ -63,9 +66,21 @@ class Settings(BaseSettings):
 
     @field_validator("jwt_algorithms")
     @classmethod
-    def _no_alg_none(cls, value: list[str]) -> list[str]:
+    def _hmac_algorithms_only(cls, value: list[str]) -> list[str]:
         if not value or any(alg.lower() == "none" for alg in value):
             raise ValueError("jwt_algorithms must list real algorithms, never 'none'")
+        # Tokens are verified with the shared secret: an asymmetric algorithm would need a public
+        # key giftgraph does not take, and would invite HS/RS key confusion.
+        unsupported = [alg for alg in value if alg not in HMAC_ALGORITHMS]
+        if unsupported:
+            raise ValueError(f"jwt_algorithms supports {', '.join(HMAC_ALGORITHMS)}; not {', '.join(unsupported)}")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("jwt_secret must not be blank; leave it unset in development to generate one")
         return value
 
     @field_validator("points_per_unit")
@@ -77,8 +92,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_secret(self) -> Settings:
-        if self.env == "production" and self.jwt_secret is None:
+        if self.env != "production":
+            return self
+        if self.jwt_secret is None:
             raise ValueError("GIFTGRAPH_JWT_SECRET is required when GIFTGRAPH_ENV=production")
+        if len(self.jwt_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            # RFC 7518 3.2: an HMAC key at least as long as the hash output.
+            raise ValueError(f"GIFTGRAPH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes in production")
         return self
 
     @property
@@ -109,4 +129,10 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigurationError(str(exc)) from exc
+        # Pydantic's own text repeats the input values, the JWT secret among them: list the
+        # failures without them.
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        raise ConfigurationError("\n".join(problems)) from None

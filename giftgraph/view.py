@@ -21,7 +21,13 @@ from resolvers.context import RequestContext
 
 logger = logging.getLogger(__name__)
 
-_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
+_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
 
 
 def error_response(status: int, message: str, *, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -53,7 +59,20 @@ class GiftgraphView(GraphQL[RequestContext, None]):
             return error_response(405, "Mutations must be sent with POST.", headers={"Allow": "POST"})
         if exc.status_code == 405:
             return error_response(405, exc.reason, headers={"Allow": "GET, POST"})
+        if exc.reason == "Unsupported content type":
+            return error_response(415, "Send the operation as JSON (Content-Type: application/json).")
         return error_response(exc.status_code, exc.reason)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # Strawberry maps only JSONDecodeError; bytes that are not UTF-8 or nest too deeply raise
+        # other errors, and a body that is JSON but not an object would fail later as a 500.
+        try:
+            value = self.decode_json(data)
+        except (ValueError, RecursionError) as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        if not isinstance(value, (dict, list)):
+            raise HTTPException(400, "Expected a JSON object.")
+        return value
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         response = await super().process_result(request, result)
@@ -84,6 +103,6 @@ class GiftgraphView(GraphQL[RequestContext, None]):
         except InvalidToken as exc:
             raise ConnectionRejectionError({"message": str(exc)}) from exc
         if user_id is None:
-            raise ConnectionRejectionError({"message": "Send {\"authorization\": \"Bearer <token>\"} in connection_init."})
+            raise ConnectionRejectionError({"message": 'Send {"authorization": "Bearer <token>"} in connection_init.'})
         context.user_id = user_id
         return None

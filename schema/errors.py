@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from resolvers.errors import ApiError
 
@@ -20,16 +23,23 @@ logger = logging.getLogger("giftgraph.errors")
 INTERNAL_MESSAGE = "Internal server error."
 
 
+# Strawberry's own complaints about the request (no query, no such operation): the client's doing.
+_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+
+
 def is_unexpected(error: GraphQLError) -> bool:
+    # No `path` check: an exception a subscription's generator raises reaches us without one.
     original = error.original_error
-    return original is not None and not isinstance(original, (ApiError, GraphQLError)) and error.path is not None
+    return original is not None and not isinstance(original, (ApiError, GraphQLError, *_REQUEST_ERRORS))
 
 
 def classify(error: GraphQLError) -> str:
     original = error.original_error
     if isinstance(original, ApiError):
         return original.code
-    if error.path is not None:
+    if isinstance(original, _REQUEST_ERRORS):
+        return "BAD_REQUEST"
+    if is_unexpected(error) or error.path is not None:
         return "INTERNAL_SERVER_ERROR"
     if error.message.startswith("Syntax Error"):
         return "GRAPHQL_PARSE_FAILED"
@@ -43,7 +53,7 @@ def log_errors(errors: list[GraphQLError], request_id: str | None) -> None:
         if is_unexpected(error):
             logger.error(
                 "unexpected error in %s",
-                ".".join(str(p) for p in error.path or ()),
+                ".".join(str(p) for p in error.path or ()) or "the operation (no field path)",
                 exc_info=error.original_error,
                 extra={"request_id": request_id},
             )
@@ -57,6 +67,14 @@ class ErrorCodes(SchemaExtension):
         result = self.execution_context.result
         if result is not None and result.errors:
             result.errors = [self._translate(error) for error in result.errors]
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # WebSocket results (every subscription event) are sent before on_operation ends:
+        # translate each one on its way out.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [self._translate(error) for error in errors]
+        yield
 
     def _translate(self, error: GraphQLError) -> GraphQLError:
         code = classify(error)

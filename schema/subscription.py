@@ -8,7 +8,9 @@ import strawberry
 from strawberry.types import Info
 
 from providers import BalanceChanged, RedemptionUpdated
+from providers.errors import ProviderError
 from resolvers.context import RequestContext
+from resolvers.errors import ProviderDown
 from schema.types import PointBalance, Redemption
 
 
@@ -20,11 +22,17 @@ class Subscription:
         user_id = ctx.require_user()
         # Subscribe before reading, so a change between the two is not missed.
         async with ctx.services.events.subscribe(user_id) as queue:
-            (current,) = await ctx.services.provider.get_balances([user_id])
+            try:
+                (current,) = await ctx.services.provider.get_balances([user_id])
+            except ProviderError as exc:
+                raise ProviderDown("The reward provider is temporarily unavailable.") from exc
             yield PointBalance.from_domain(current)
             while True:
                 event = await queue.get()
-                if isinstance(event, BalanceChanged) and event.balance != current and event.balance.updated_at >= current.updated_at:
+                if not isinstance(event, BalanceChanged):
+                    continue
+                # Events queued before the first read may be older than it: never go back in time.
+                if event.balance != current and event.balance.updated_at >= current.updated_at:
                     current = event.balance
                     yield PointBalance.from_domain(current)
 
