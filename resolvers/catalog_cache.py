@@ -1,8 +1,13 @@
-"""The in-process catalog cache: cachetools TTL entries, one fetch per miss, stale on failure.
+"""The in-process catalog cache: cachetools TTL entries, one walk per miss, stale on failure.
 
-Stable data (names, descriptions, images) and volatile data (availability) expire
-on separate clocks. Concurrent misses share one provider walk, and when the
-provider fails the last good catalog is served up to `max_stale` seconds old.
+Stable data (names, descriptions, images...) and volatile data (availability, and the
+denomination that sets the point cost) expire on separate clocks. The provider port
+only lists whole rewards, so every refresh walks the catalog page by page; what the
+clocks decide is which part of the walk is taken: a volatile refresh keeps the cached
+descriptive data and takes only the new availability and denominations, a stable
+refresh rebuilds everything. Concurrent misses share one walk, and when the provider
+fails the last good catalog is served up to `max_stale` seconds old, without asking
+the failing provider again for `retry_after` seconds.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from cachetools import TTLCache
 
-from providers import Reward, RewardAvailability, RewardsProvider
+from providers import Reward, RewardsProvider
 from providers.errors import ProviderError
 from resolvers.errors import ProviderDown
 from resolvers.pricing import Pricing
@@ -24,17 +30,19 @@ from resolvers.pricing import Pricing
 logger = logging.getLogger(__name__)
 
 _STABLE, _VOLATILE = "stable", "volatile"
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
 class CatalogSnapshot:
-    """One consistent view of the catalog with its sort orders computed once."""
+    """One consistent view of the catalog; sort orders and API objects are computed once per snapshot."""
 
     rewards: tuple[Reward, ...]
     point_costs: Mapping[str, int]
     fetched_at: float
     by_id: dict[str, Reward] = field(init=False)
     _sorted: dict[str, tuple[tuple[Reward, ...], tuple[tuple, ...]]] = field(init=False, default_factory=dict)
+    _views: dict[tuple[Any, str], Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.by_id = {reward.id: reward for reward in self.rewards}
@@ -59,6 +67,18 @@ class CatalogSnapshot:
             return lambda reward: (-costs[reward.id], reward.id)
         raise ValueError(f"unknown sort {sort!r}")
 
+    def view(self, reward: Reward, build: Callable[[Reward, int], T]) -> T:
+        """`build(reward, point_cost)`, made once per snapshot and reward.
+
+        The API layer keeps its immutable per-reward objects here, so a catalog page
+        does not rebuild fifty of them on every request; a new snapshot starts afresh.
+        """
+        key = (build, reward.id)
+        found = self._views.get(key)
+        if found is None:
+            found = self._views[key] = build(reward, self.point_costs[reward.id])
+        return found
+
 
 class CatalogCache:
     def __init__(
@@ -70,25 +90,32 @@ class CatalogCache:
         volatile_ttl: float,
         max_stale: float,
         page_size: int = 100,
+        retry_after: float = 5.0,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self._provider = provider
         self._pricing = pricing
         self._max_stale = max_stale
         self._page_size = page_size
+        self._retry_after = retry_after
         self._timer = timer
-        self._stable: TTLCache[str, tuple[Reward, ...]] = TTLCache(maxsize=1, ttl=stable_ttl, timer=timer)
-        self._volatile: TTLCache[str, dict[str, RewardAvailability]] = TTLCache(
-            maxsize=1, ttl=volatile_ttl, timer=timer
-        )
-        self._snapshot: CatalogSnapshot | None = None
-        self._refresh: asyncio.Task[CatalogSnapshot] | None = None
+        # The stable entry holds the rewards of the last full rebuild by id; the volatile entry
+        # holds the snapshot: those rewards with the latest availability and denominations.
+        # Either expiring means a walk.
+        self._stable: TTLCache[str, dict[str, Reward]] = TTLCache(maxsize=1, ttl=stable_ttl, timer=timer)
+        self._volatile: TTLCache[str, CatalogSnapshot] = TTLCache(maxsize=1, ttl=volatile_ttl, timer=timer)
+        self._last_good: CatalogSnapshot | None = None
+        self._retry_at = float("-inf")  # after a failed walk, serve stale data until then
+        self._refresh: asyncio.Future[CatalogSnapshot] | None = None
 
     async def get(self) -> CatalogSnapshot:
-        """The current catalog, fetching it when an entry has expired."""
-        snapshot = self._snapshot
-        if snapshot is not None and _STABLE in self._stable and _VOLATILE in self._volatile:
-            return snapshot
+        """The current catalog, walking the provider when an entry has expired."""
+        fresh = self._volatile.get(_VOLATILE)
+        if fresh is not None and _STABLE in self._stable:
+            return fresh
+        stale = self._last_good
+        if stale is not None and self._timer() < self._retry_at:
+            return self._serve_stale(stale, None)
         if self._refresh is None:
             # Concurrent misses await this one task instead of each walking the provider.
             self._refresh = asyncio.ensure_future(self._fetch())
@@ -96,41 +123,55 @@ class CatalogCache:
         try:
             return await asyncio.shield(self._refresh)
         except ProviderError as exc:
-            if snapshot is not None and self._timer() - snapshot.fetched_at <= self._max_stale:
-                logger.warning("catalog refresh failed; serving stale catalog", extra={"error": type(exc).__name__})
-                return snapshot
-            raise ProviderDown("The reward catalog is temporarily unavailable.") from exc
+            if stale is None:
+                raise ProviderDown("The reward catalog is temporarily unavailable.") from exc
+            return self._serve_stale(stale, exc)
 
     def invalidate(self) -> None:
+        """Forget both clocks: the next get() rebuilds the whole catalog."""
         self._stable.clear()
         self._volatile.clear()
+        self._retry_at = float("-inf")
 
-    def _forget_refresh(self, task: asyncio.Task[CatalogSnapshot]) -> None:
+    def _serve_stale(self, stale: CatalogSnapshot, error: ProviderError | None) -> CatalogSnapshot:
+        if self._timer() - stale.fetched_at > self._max_stale:
+            raise ProviderDown("The reward catalog is temporarily unavailable.") from error
+        if error is not None:
+            logger.warning("catalog refresh failed; serving stale catalog", extra={"error": type(error).__name__})
+        return stale
+
+    def _forget_refresh(self, task: asyncio.Future[CatalogSnapshot]) -> None:
         self._refresh = None
         if not task.cancelled():
-            task.exception()  # mark retrieved; callers already saw it
+            task.exception()  # mark retrieved; the callers already saw it
 
     async def _fetch(self) -> CatalogSnapshot:
-        rewards = await self._walk()
-        availability = {reward.id: reward.availability for reward in rewards}
+        try:
+            walked = await self._walk()
+        except ProviderError:
+            self._retry_at = self._timer() + self._retry_after
+            raise
         stable = self._stable.get(_STABLE)
-        if stable is not None and {r.id for r in stable} == availability.keys():
-            # Only the volatile part expired: keep the descriptive data, take the new availability.
-            rewards = tuple(
-                r if r.availability is availability[r.id] else dataclasses.replace(r, availability=availability[r.id])
-                for r in stable
-            )
+        if stable is not None and stable.keys() == {reward.id for reward in walked}:
+            # Only the volatile part expired: keep the cached descriptive data.
+            rewards = tuple(_with_volatile_of(reward, stable[reward.id]) for reward in walked)
         else:
-            self._stable[_STABLE] = rewards
-        self._volatile[_VOLATILE] = availability
+            rewards = walked
+            self._stable[_STABLE] = {reward.id: reward for reward in walked}
         costs = {}
         for reward in rewards:
             cost = self._pricing.point_cost(reward)
             if cost is not None:  # a currency without a rate cannot be redeemed: leave it out
                 costs[reward.id] = cost
-        priced = tuple(reward for reward in rewards if reward.id in costs)
-        self._snapshot = CatalogSnapshot(rewards=priced, point_costs=costs, fetched_at=self._timer())
-        return self._snapshot
+        snapshot = CatalogSnapshot(
+            rewards=tuple(reward for reward in rewards if reward.id in costs),
+            point_costs=costs,
+            fetched_at=self._timer(),
+        )
+        self._volatile[_VOLATILE] = snapshot
+        self._last_good = snapshot
+        self._retry_at = float("-inf")
+        return snapshot
 
     async def _walk(self) -> tuple[Reward, ...]:
         """The whole catalog, page by page: never one unbounded request."""
@@ -142,3 +183,10 @@ class CatalogCache:
             if page.next_cursor is None or not page.items:
                 return tuple(rewards)
             cursor = page.next_cursor
+
+
+def _with_volatile_of(fresh: Reward, cached: Reward) -> Reward:
+    """The cached reward with the fresh availability and denomination (the volatile fields)."""
+    if cached.availability is fresh.availability and cached.denomination == fresh.denomination:
+        return cached
+    return dataclasses.replace(cached, availability=fresh.availability, denomination=fresh.denomination)

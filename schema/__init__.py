@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from graphql import GraphQLError
 from strawberry import Schema
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
 from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from schema.errors import ErrorCodes, log_errors
+from schema.execution import execution_context_class
 from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
@@ -24,7 +27,13 @@ class GiftgraphSchema(Schema):
 
 
 def build_schema(*, introspection: bool = True) -> Schema:
-    extensions = [ErrorCodes, ParserCache(maxsize=256), ValidationCache(maxsize=256)]
+    # Factories, not instances: Strawberry builds fresh extensions per request (an instance would be
+    # shared by concurrent requests); the parse and validation LRU caches still live across requests.
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
+        ErrorCodes,
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
+    ]
     if not introspection:
         extensions.append(DisableIntrospection)
     return GiftgraphSchema(
@@ -33,6 +42,7 @@ def build_schema(*, introspection: bool = True) -> Schema:
         subscription=Subscription,
         types=[Reward, Transaction, Redemption],
         extensions=extensions,
+        execution_context_class=execution_context_class(),
         config=StrawberryConfig(),
     )
 

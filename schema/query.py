@@ -103,7 +103,7 @@ class Query:
             filter=_catalog_query(filter),
             sort=(sort or CatalogSort.NAME).value,
         )
-        return reward_connection(page, snapshot.point_costs)
+        return reward_connection(page, snapshot)
 
     @strawberry.field(description="The signed-in user; needs a bearer token.")
     def viewer(self, info: Ctx) -> Viewer:

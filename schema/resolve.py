@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resolvers.catalog_cache import CatalogSnapshot
 from resolvers.context import RequestContext
 from resolvers.ids import decode_global_id
 from resolvers.pagination import Page
@@ -53,10 +54,12 @@ def page_info(page: Page) -> PageInfo:
     )
 
 
-def reward_connection(page: Page, point_costs: dict[str, int]) -> RewardConnection:
+def reward_connection(page: Page, snapshot: CatalogSnapshot) -> RewardConnection:
+    # Reward objects are immutable and the same for every viewer: the snapshot keeps them.
+    build = Reward.from_domain
     return RewardConnection(
         edges=[
-            RewardEdge(cursor=cursor, node=Reward.from_domain(reward, point_costs[reward.id]))
+            RewardEdge(cursor=cursor, node=snapshot.view(reward, build))
             for reward, cursor in zip(page.items, page.cursors, strict=True)
         ],
         page_info=page_info(page),

@@ -96,11 +96,10 @@ class Reward(Node):
     availability: RewardAvailability
     terms: str | None
     redemption_instructions: str | None
+    # Plain data, built once with the object: catalog pages serve cached Reward objects,
+    # so no field of a reward (bar pointCostFor, which takes an argument) runs a resolver.
+    denomination: Denomination
     _reward: strawberry.Private[providers.Reward]
-
-    @strawberry.field
-    def denomination(self) -> Denomination:
-        return Denomination.from_domain(self._reward.denomination, self._reward.currency_code)
 
     @strawberry.field(description="Points for that face value; null when it cannot be redeemed.")
     def point_cost_for(self, info: Info[RequestContext, None], face_value: Decimal) -> int | None:
@@ -121,6 +120,7 @@ class Reward(Node):
             availability=RewardAvailability(r.availability.value),
             terms=r.terms,
             redemption_instructions=r.redemption_instructions,
+            denomination=Denomination.from_domain(r.denomination, r.currency_code),
             _reward=r,
         )
 
