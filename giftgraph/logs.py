@@ -11,7 +11,8 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 
 # Bearer tokens and anything shaped like a JWT never reach a log line, whatever logged them.
 _SECRETS = re.compile(r"(?i)bearer\s+[^\s\"',]+|eyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*")
-_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+# uvicorn adds `color_message`, a copy of the message with terminal colours: not worth a field.
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id", "color_message"}
 
 
 class RequestIdFilter(logging.Filter):

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from resolvers.catalog_cache import CatalogSnapshot
 from resolvers.context import RequestContext
 from resolvers.ids import decode_global_id
 from resolvers.pagination import Page
 from schema.types import (
+    Connection,
+    Edge,
     Node,
     PageInfo,
     Redemption,
     Reward,
-    RewardConnection,
-    RewardEdge,
     Transaction,
-    TransactionConnection,
-    TransactionEdge,
 )
+
+T = TypeVar("T")
+N = TypeVar("N")
 
 
 async def load_reward(ctx: RequestContext, reward_id: str) -> Reward | None:
@@ -54,25 +58,19 @@ def page_info(page: Page) -> PageInfo:
     )
 
 
-def reward_connection(page: Page, snapshot: CatalogSnapshot) -> RewardConnection:
+def connection(page: Page, node: Callable[[T], N]) -> Connection[N]:
+    return Connection(
+        edges=[Edge(cursor=cursor, node=node(item)) for item, cursor in zip(page.items, page.cursors, strict=True)],
+        page_info=page_info(page),
+        total_count=page.total_count,
+    )
+
+
+def reward_connection(page: Page, snapshot: CatalogSnapshot) -> Connection[Reward]:
     # Reward objects are immutable and the same for every viewer: the snapshot keeps them.
     build = Reward.from_domain
-    return RewardConnection(
-        edges=[
-            RewardEdge(cursor=cursor, node=snapshot.view(reward, build))
-            for reward, cursor in zip(page.items, page.cursors, strict=True)
-        ],
-        page_info=page_info(page),
-        total_count=page.total_count,
-    )
+    return connection(page, lambda reward: snapshot.view(reward, build))
 
 
-def transaction_connection(page: Page) -> TransactionConnection:
-    return TransactionConnection(
-        edges=[
-            TransactionEdge(cursor=cursor, node=Transaction.from_domain(tx))
-            for tx, cursor in zip(page.items, page.cursors, strict=True)
-        ],
-        page_info=page_info(page),
-        total_count=page.total_count,
-    )
+def transaction_connection(page: Page) -> Connection[Transaction]:
+    return connection(page, Transaction.from_domain)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -126,23 +126,6 @@ class Reward(Node):
 
 
 @strawberry.type
-class RewardEdge:
-    cursor: str
-    node: Reward
-
-
-@strawberry.type
-class RewardConnection:
-    edges: list[RewardEdge]
-    page_info: PageInfo
-    total_count: int
-
-    @strawberry.field
-    def nodes(self) -> list[Reward]:
-        return [edge.node for edge in self.edges]
-
-
-@strawberry.type
 class PointBalance:
     available: int
     pending: int = strawberry.field(description="Points debited for redemptions not settled yet.")
@@ -233,21 +216,32 @@ class Transaction(Node):
         )
 
 
+NodeT = TypeVar("NodeT")
+
+
 @strawberry.type
-class TransactionEdge:
+class Edge(Generic[NodeT]):
+    """Named <Node>Edge in the schema (RewardEdge, TransactionEdge)."""
+
     cursor: str
-    node: Transaction
+    node: NodeT
 
 
 @strawberry.type
-class TransactionConnection:
-    edges: list[TransactionEdge]
+class Connection(Generic[NodeT]):
+    """A Relay connection, named <Node>Connection in the schema."""
+
+    edges: list[Edge[NodeT]]
     page_info: PageInfo
     total_count: int
 
     @strawberry.field
-    def nodes(self) -> list[Transaction]:
+    def nodes(self) -> list[NodeT]:
         return [edge.node for edge in self.edges]
+
+
+RewardConnection = Connection[Reward]
+TransactionConnection = Connection[Transaction]
 
 
 @strawberry.input
