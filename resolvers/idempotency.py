@@ -11,6 +11,7 @@ import asyncio
 import enum
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ idempotency_keys = Table(
     Column("key", String(255), primary_key=True),
     Column("fingerprint", String(64), nullable=False),
     Column("state", String(16), nullable=False),
+    Column("claim_token", String(32), nullable=False),
     Column("payload", Text, nullable=True),
     Column("lease_until", Float, nullable=False),
     Column("expires_at", Float, nullable=False, index=True),
@@ -47,8 +49,12 @@ class ClaimState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Claim:
+    user_id: str
+    key: str
     state: ClaimState
     payload: dict[str, Any] | None = None
+    token: str | None = None  # set when ACQUIRED: names this holder, so a holder whose lease
+    # was taken over can neither complete nor release the key under the new holder
 
 
 class IdempotencyStore:
@@ -86,6 +92,7 @@ class IdempotencyStore:
 
     async def _claim_once(self, user_id: str, key: str, fingerprint: str) -> Claim:
         now = self._clock()
+        token = uuid.uuid4().hex
         where = (idempotency_keys.c.user_id == user_id) & (idempotency_keys.c.key == key)
         async with self._write() as conn:
             row = (await conn.execute(select(idempotency_keys).where(where))).first()
@@ -99,47 +106,55 @@ class IdempotencyStore:
                         key=key,
                         fingerprint=fingerprint,
                         state=ClaimState.IN_PROGRESS.value,
+                        claim_token=token,
                         payload=None,
                         lease_until=now + self._lease,
                         expires_at=now + self._ttl,
                         created_at=now,
                     )
                 )
-                return Claim(ClaimState.ACQUIRED)
+                return Claim(user_id, key, ClaimState.ACQUIRED, token=token)
             if row.fingerprint != fingerprint:
-                return Claim(ClaimState.CONFLICT)
+                return Claim(user_id, key, ClaimState.CONFLICT)
             if row.state == ClaimState.DONE.value:
-                return Claim(ClaimState.DONE, json.loads(row.payload))
+                return Claim(user_id, key, ClaimState.DONE, json.loads(row.payload))
             if row.lease_until < now:
                 # The attempt holding the key died; the retry carries on with the same key.
-                await conn.execute(update(idempotency_keys).where(where).values(lease_until=now + self._lease))
-                return Claim(ClaimState.ACQUIRED)
-            return Claim(ClaimState.IN_PROGRESS)
+                await conn.execute(
+                    update(idempotency_keys).where(where).values(lease_until=now + self._lease, claim_token=token)
+                )
+                return Claim(user_id, key, ClaimState.ACQUIRED, token=token)
+            return Claim(user_id, key, ClaimState.IN_PROGRESS)
 
-    async def complete(self, user_id: str, key: str, payload: dict[str, Any]) -> None:
-        """Store the result to replay; the key is kept for the TTL from now."""
-        now = self._clock()
+    async def complete(self, claim: Claim, payload: dict[str, Any]) -> bool:
+        """Store the result to replay, kept for the TTL from now; False if the claim was lost."""
         async with self._write() as conn:
-            await conn.execute(
+            result = await conn.execute(
                 update(idempotency_keys)
-                .where((idempotency_keys.c.user_id == user_id) & (idempotency_keys.c.key == key))
+                .where(self._held_by(claim))
                 .values(
                     state=ClaimState.DONE.value,
                     payload=json.dumps(payload, separators=(",", ":")),
-                    expires_at=now + self._ttl,
+                    expires_at=self._clock() + self._ttl,
                 )
             )
+        return result.rowcount == 1
 
-    async def release(self, user_id: str, key: str) -> None:
-        """Forget an unfinished claim: nothing happened, so the key may be used again."""
+    async def release(self, claim: Claim) -> None:
+        """Forget an unfinished claim: nothing was decided, so the key may be used again."""
         async with self._write() as conn:
-            await conn.execute(
-                delete(idempotency_keys).where(
-                    (idempotency_keys.c.user_id == user_id)
-                    & (idempotency_keys.c.key == key)
-                    & (idempotency_keys.c.state == ClaimState.IN_PROGRESS.value)
-                )
-            )
+            await conn.execute(delete(idempotency_keys).where(self._held_by(claim)))
+
+    @staticmethod
+    def _held_by(claim: Claim) -> Any:
+        if claim.state is not ClaimState.ACQUIRED or claim.token is None:
+            raise ValueError("only an acquired claim can be completed or released")
+        return (
+            (idempotency_keys.c.user_id == claim.user_id)
+            & (idempotency_keys.c.key == claim.key)
+            & (idempotency_keys.c.state == ClaimState.IN_PROGRESS.value)
+            & (idempotency_keys.c.claim_token == claim.token)
+        )
 
     async def purge_expired(self) -> int:
         async with self._write() as conn:

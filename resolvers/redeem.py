@@ -149,11 +149,11 @@ class RedeemService:
             outcome, remember = await self._attempt(user_id, client_mutation_id, reward_id, face_value)
         finally:
             if remember:
-                await self._store.complete(user_id, client_mutation_id, outcome.to_payload())
+                await self._store.complete(claim, outcome.to_payload())
             else:
                 # Nothing was decided: forget the claim. A retry reaches the provider with the same
                 # derived key, so a redemption the provider did commit is replayed, not repeated.
-                await asyncio.shield(self._store.release(user_id, client_mutation_id))
+                await asyncio.shield(self._store.release(claim))
         logger.info(
             "redeem finished",
             extra={

@@ -76,8 +76,8 @@ async def test_given_an_unused_key_when_claimed_then_the_caller_acquires_it(stor
 async def test_given_a_completed_key_when_claimed_with_the_same_fingerprint_then_the_stored_payload_is_replayed(
     store: IdempotencyStore,
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
-    await store.complete(USER, KEY, PAYLOAD)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
 
     claim = await store.claim(USER, KEY, FINGERPRINT)
 
@@ -87,8 +87,8 @@ async def test_given_a_completed_key_when_claimed_with_the_same_fingerprint_then
 async def test_given_a_completed_key_when_a_new_store_opens_the_same_file_then_the_payload_is_replayed(
     store: IdempotencyStore, db_path: Path, clock: FakeClock
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
-    await store.complete(USER, KEY, PAYLOAD)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
 
     async with open_store(db_path, clock) as reopened:
         claim = await reopened.claim(USER, KEY, FINGERPRINT)
@@ -99,7 +99,7 @@ async def test_given_a_completed_key_when_a_new_store_opens_the_same_file_then_t
 async def test_given_a_key_claimed_by_one_user_when_another_user_claims_it_then_both_acquire(
     store: IdempotencyStore,
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
 
     claim = await store.claim("user-2", KEY, OTHER_FINGERPRINT)
 
@@ -112,8 +112,8 @@ async def test_given_a_key_claimed_by_one_user_when_another_user_claims_it_then_
 async def test_given_a_completed_key_when_claimed_with_another_fingerprint_then_it_conflicts(
     store: IdempotencyStore,
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
-    await store.complete(USER, KEY, PAYLOAD)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
 
     claim = await store.claim(USER, KEY, OTHER_FINGERPRINT)
 
@@ -123,7 +123,7 @@ async def test_given_a_completed_key_when_claimed_with_another_fingerprint_then_
 async def test_given_a_key_in_progress_when_claimed_with_another_fingerprint_then_it_conflicts(
     store: IdempotencyStore,
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
 
     claim = await store.claim(USER, KEY, OTHER_FINGERPRINT)
 
@@ -133,9 +133,9 @@ async def test_given_a_key_in_progress_when_claimed_with_another_fingerprint_the
 async def test_given_a_conflicting_claim_when_the_original_is_replayed_then_its_payload_is_unchanged(
     store: IdempotencyStore,
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
-    await store.complete(USER, KEY, PAYLOAD)
-    await store.claim(USER, KEY, OTHER_FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
+    claimed = await store.claim(USER, KEY, OTHER_FINGERPRINT)
 
     claim = await store.claim(USER, KEY, FINGERPRINT)
 
@@ -148,7 +148,7 @@ async def test_given_a_conflicting_claim_when_the_original_is_replayed_then_its_
 async def test_given_a_key_in_progress_when_claimed_again_within_the_lease_then_it_is_in_progress(
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
     clock.advance(LEASE - 1)
 
     claim = await store.claim(USER, KEY, FINGERPRINT)
@@ -159,7 +159,7 @@ async def test_given_a_key_in_progress_when_claimed_again_within_the_lease_then_
 async def test_given_a_claim_whose_lease_ran_out_when_claimed_again_then_the_retry_takes_it_over(
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
     clock.advance(LEASE + 1)
 
     claim = await store.claim(USER, KEY, FINGERPRINT)
@@ -170,9 +170,9 @@ async def test_given_a_claim_whose_lease_ran_out_when_claimed_again_then_the_ret
 async def test_given_a_claim_just_taken_over_when_claimed_again_then_the_new_lease_holds_it(
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
     clock.advance(LEASE + 1)
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
     clock.advance(LEASE - 1)
 
     claim = await store.claim(USER, KEY, FINGERPRINT)
@@ -183,7 +183,7 @@ async def test_given_a_claim_just_taken_over_when_claimed_again_then_the_new_lea
 async def test_given_a_claim_whose_lease_ran_out_when_claimed_with_another_fingerprint_then_it_conflicts(
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
     clock.advance(LEASE + 1)
 
     claim = await store.claim(USER, KEY, OTHER_FINGERPRINT)
@@ -197,8 +197,8 @@ async def test_given_a_claim_whose_lease_ran_out_when_claimed_with_another_finge
 async def test_given_a_released_claim_when_the_key_is_claimed_with_another_fingerprint_then_it_is_acquired(
     store: IdempotencyStore,
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
-    await store.release(USER, KEY)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
+    await store.release(claimed)
 
     claim = await store.claim(USER, KEY, OTHER_FINGERPRINT)
 
@@ -208,9 +208,9 @@ async def test_given_a_released_claim_when_the_key_is_claimed_with_another_finge
 async def test_given_a_completed_key_when_released_then_the_result_is_still_replayed(
     store: IdempotencyStore,
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
-    await store.complete(USER, KEY, PAYLOAD)
-    await store.release(USER, KEY)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
+    await store.release(claimed)
 
     claim = await store.claim(USER, KEY, FINGERPRINT)
 
@@ -223,8 +223,8 @@ async def test_given_a_completed_key_when_released_then_the_result_is_still_repl
 async def test_given_a_completed_key_when_the_ttl_has_not_passed_then_it_is_still_replayed(
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
-    await store.complete(USER, KEY, PAYLOAD)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
     clock.advance(TTL - 1)
 
     claim = await store.claim(USER, KEY, FINGERPRINT)
@@ -235,9 +235,9 @@ async def test_given_a_completed_key_when_the_ttl_has_not_passed_then_it_is_stil
 async def test_given_a_key_completed_later_than_claimed_when_the_ttl_from_the_claim_passes_then_it_is_kept(
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
     clock.advance(30)
-    await store.complete(USER, KEY, PAYLOAD)
+    await store.complete(claimed, PAYLOAD)
     clock.advance(TTL - 10)
 
     claim = await store.claim(USER, KEY, FINGERPRINT)
@@ -248,8 +248,8 @@ async def test_given_a_key_completed_later_than_claimed_when_the_ttl_from_the_cl
 async def test_given_an_expired_key_when_claimed_with_another_fingerprint_then_it_is_acquired_afresh(
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
-    await store.claim(USER, KEY, FINGERPRINT)
-    await store.complete(USER, KEY, PAYLOAD)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
     clock.advance(TTL + 1)
 
     claim = await store.claim(USER, KEY, OTHER_FINGERPRINT)
@@ -260,11 +260,11 @@ async def test_given_an_expired_key_when_claimed_with_another_fingerprint_then_i
 async def test_given_expired_and_live_keys_when_purged_then_only_the_expired_results_are_deleted(
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
-    await store.claim(USER, "old", FINGERPRINT)
-    await store.complete(USER, "old", PAYLOAD)
+    claimed = await store.claim(USER, "old", FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
     clock.advance(TTL + 1)
-    await store.claim(USER, "new", FINGERPRINT)
-    await store.complete(USER, "new", PAYLOAD)
+    claimed = await store.claim(USER, "new", FINGERPRINT)
+    await store.complete(claimed, PAYLOAD)
 
     purged = await store.purge_expired()
 
@@ -276,7 +276,7 @@ async def test_given_an_unfinished_claim_past_the_ttl_when_purged_then_it_is_kep
     store: IdempotencyStore, clock: FakeClock
 ) -> None:
     # An attempt that may have reached the provider must not lose its key to a purge.
-    await store.claim(USER, KEY, FINGERPRINT)
+    claimed = await store.claim(USER, KEY, FINGERPRINT)
     clock.advance(TTL + 1)
 
     purged = await store.purge_expired()
@@ -303,3 +303,23 @@ async def test_given_two_stores_on_one_file_when_they_race_for_a_key_then_exactl
         )
 
     assert Counter(claim.state for claim in claims) == {ClaimState.ACQUIRED: 1, ClaimState.IN_PROGRESS: 19}
+
+
+async def test_given_a_holder_whose_lease_was_taken_over_when_it_releases_or_completes_then_the_new_holder_keeps_the_key(
+    store: IdempotencyStore, clock: FakeClock
+) -> None:
+    first = await store.claim(USER, KEY, FINGERPRINT)
+    clock.advance(LEASE + 1)
+    second = await store.claim(USER, KEY, FINGERPRINT)
+
+    await store.release(first)
+    completed_by_first = await store.complete(first, {"stale": True})
+    held = await store.claim(USER, KEY, FINGERPRINT)
+    completed_by_second = await store.complete(second, PAYLOAD)
+    replay = await store.claim(USER, KEY, FINGERPRINT)
+
+    assert (first.state, second.state) == (ClaimState.ACQUIRED, ClaimState.ACQUIRED)
+    assert completed_by_first is False
+    assert held.state is ClaimState.IN_PROGRESS
+    assert completed_by_second is True
+    assert (replay.state, replay.payload) == (ClaimState.DONE, PAYLOAD)
