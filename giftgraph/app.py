@@ -75,6 +75,7 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
                     volatile_ttl=settings.catalog_volatile_ttl,
                     max_stale=settings.catalog_max_stale,
                     page_size=settings.catalog_page_size,
+                    retry_after=settings.catalog_retry_after,
                 ),
                 pricing=pricing,
                 redeem=RedeemService(provider, store, pricing, wait_seconds=settings.idempotency_wait_seconds),

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     catalog_stable_ttl: float = Field(3600.0, gt=0)  # names, descriptions, images
     catalog_volatile_ttl: float = Field(30.0, gt=0)  # availability
     catalog_max_stale: float = Field(86_400.0, ge=0)  # serve this old a catalog when the provider fails
+    catalog_retry_after: float = Field(5.0, ge=0)  # after a failed refresh, serve stale this long before asking again
     catalog_page_size: int = Field(100, ge=1, le=100)
 
     idempotency_ttl_seconds: int = Field(86_400, ge=86_400)  # at least 24 h
