@@ -6,6 +6,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,8 +15,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from giftgraph.auth import TokenVerifier
+from giftgraph.csrf import cors_middleware
 from giftgraph.middleware import RequestIdMiddleware
-from giftgraph.settings import Settings
+from giftgraph.persisted import ManifestError, persisted_queries
+from giftgraph.ratelimit import protections
+from giftgraph.settings import ConfigurationError, Settings
 from giftgraph.view import GiftgraphView
 from providers import EventHub, RewardsProvider
 from providers.errors import ProviderError
@@ -61,6 +65,11 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
             lease_seconds=settings.idempotency_lease_seconds,
         )
         pricing = Pricing(settings.points_per_unit)
+        jwks_http: httpx.AsyncClient | None = None
+        if verifier.jwks is not None:
+            # One client for the identity provider's keys, for the app's lifetime.
+            jwks_http = httpx.AsyncClient(timeout=httpx.Timeout(settings.jwt_jwks_timeout_seconds))
+            verifier.jwks.attach(jwks_http)
         try:
             await store.start()
             await store.purge_expired()
@@ -86,6 +95,8 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
         finally:
             await provider.aclose()
             await engine.dispose()
+            if jwks_http is not None:
+                await jwks_http.aclose()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -105,10 +116,28 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
+    try:
+        persisted = persisted_queries(
+            settings.persisted_queries,
+            settings.persisted_queries_manifest,
+            cache_chars=settings.persisted_queries_cache_chars,
+        )
+    except ManifestError as exc:
+        raise ConfigurationError(f"persisted queries ({settings.persisted_queries}): {exc}") from exc
+    limits, throttle = protections(settings)  # (None, None) with protections_enabled=false
     view = GiftgraphView(
-        build_schema(introspection=settings.introspection_enabled),
+        build_schema(
+            introspection=settings.introspection_enabled,
+            field_suggestions=settings.field_suggestions_enabled,
+            limits=limits,
+            throttle=throttle,
+        ),
         verifier,
         graphiql=settings.graphiql_enabled,
+        persisted=persisted,
+        persisted_max_age=settings.persisted_queries_max_age,
+        csrf_headers=settings.csrf_headers,
+        allowed_origins=settings.cors_origins,
     )
     return Starlette(
         routes=[
@@ -117,6 +146,9 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            *cors_middleware(settings.cors_origins, allow_headers=settings.csrf_headers),
+        ],
         lifespan=lifespan,
     )

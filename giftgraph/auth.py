@@ -1,12 +1,17 @@
 """Bearer JWTs: verification with an algorithm allowlist, and development tokens.
 
+Two modes, chosen by the settings: a shared secret (HMAC algorithms only), or an identity
+provider's public keys from a JWKS URL (RSA/EC algorithms only, see giftgraph.jwks). Never both,
+so a token's header can never choose how it is checked (HS/RS key confusion).
+
 In development without a configured secret, a random one is created in the data
 directory so `giftgraph token USER_ID` works out of the box; production refuses
-to start without a configured secret (see Settings).
+to start without a secret or a JWKS URL (see Settings).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import time
@@ -14,13 +19,23 @@ from pathlib import Path
 
 import jwt
 
-from giftgraph.settings import Settings
+from giftgraph.jwks import JwksKeys, JwksUnavailable
+from giftgraph.settings import ConfigurationError, Settings
 
 DEV_SECRET_FILE = "dev-jwt-secret"
+MAX_SUBJECT_LENGTH = 255
 
 
 class InvalidToken(Exception):
     """The bearer token cannot be trusted; the message is safe to show (no token inside)."""
+
+
+class TokenUnverifiable(Exception):
+    """The token cannot be checked now: the identity provider's keys are out of reach. Retryable."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 def signing_secret(settings: Settings) -> str:
@@ -43,47 +58,102 @@ def _read_or_create_secret(path: Path) -> str:
     return path.read_text().strip()
 
 
+# PyJWT's reasons, in words a client can act on; anything else is "not valid".
+_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "The token has expired."),
+    (jwt.ImmatureSignatureError, "The token is not valid yet."),
+    (jwt.InvalidAudienceError, "The token was issued for another audience."),
+    (jwt.InvalidIssuerError, "The token was issued by another issuer."),
+)
+
+
 class TokenVerifier:
+    """Checks bearer tokens: signature, algorithm, `exp`, `sub`, and the configured `iss` and `aud`."""
+
     def __init__(self, settings: Settings) -> None:
-        self._secret = signing_secret(settings)
         self._algorithms = list(settings.jwt_algorithms)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
+        self._required = ["exp", "sub"] + (["iss"] if self._issuer else []) + (["aud"] if self._audience else [])
+        self.jwks: JwksKeys | None = None
+        self._secret: str | None = None
+        if settings.jwt_jwks_url:
+            self.jwks = JwksKeys(
+                settings.jwt_jwks_url,
+                algorithms=self._algorithms,
+                cache_seconds=settings.jwt_jwks_cache_seconds,
+                min_refresh_seconds=settings.jwt_jwks_min_refresh_seconds,
+            )
+        else:
+            self._secret = signing_secret(settings)
 
-    def user_id(self, authorization: str | None) -> str | None:
-        """The `sub` of a valid `Bearer` token; None without a header; InvalidToken otherwise."""
+    async def user_id(self, authorization: str | None) -> str | None:
+        """The `sub` of a valid `Bearer` token; None without a header; InvalidToken otherwise
+        (TokenUnverifiable when the identity provider's keys cannot be fetched)."""
         if authorization is None or not authorization.strip():
             return None
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("The Authorization header must be `Bearer <token>`.")
-        return self.verify(token.strip())
+        return await self.verify(token.strip())
 
-    def verify(self, token: str) -> str:
-        required = ["exp", "sub"] + (["iss"] if self._issuer else []) + (["aud"] if self._audience else [])
+    async def verify(self, token: str) -> str:
+        key = await self._key_for(token)
         try:
             claims = jwt.decode(
                 token,
-                self._secret,
+                key,
                 algorithms=self._algorithms,
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
-                options={"require": required},
+                # A short RSA key in the key set is refused rather than trusted with a warning.
+                options={"require": self._required, "enforce_minimum_key_length": self.jwks is not None},
             )
-        except jwt.ExpiredSignatureError as exc:
-            raise InvalidToken("The token has expired.") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"The token lacks the required claim '{exc.claim}'.") from exc
         except jwt.PyJWTError as exc:  # InvalidTokenError, and key errors a crafted header can provoke
-            raise InvalidToken("The token is not valid.") from exc
+            reason = next((text for kind, text in _REASONS if isinstance(exc, kind)), "The token is not valid.")
+            raise InvalidToken(reason) from exc
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject or len(subject) > 255:
+        if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
             raise InvalidToken("The token has no valid subject.")
         return subject
+
+    async def _key_for(self, token: str) -> str | jwt.PyJWK:
+        if self.jwks is None:
+            assert self._secret is not None
+            return self._secret
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("The token is not valid.") from exc
+        # Judged before the identity provider is asked: `none`, HS256 (key confusion) and any other
+        # algorithm outside the allowlist never cost a JWKS fetch.
+        if header.get("alg") not in self._algorithms:
+            raise InvalidToken("The token is not valid.")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("The token has no key id (kid).")
+        try:
+            key = await self.jwks.key_for(kid)
+        except JwksUnavailable as exc:
+            raise TokenUnverifiable(
+                "The identity provider's signing keys are unavailable; retry shortly.",
+                retry_after_seconds=max(1, math.ceil(exc.retry_after)),
+            ) from exc
+        if key is None:
+            raise InvalidToken("The token was signed with an unknown key.")
+        return key
 
 
 def issue_token(settings: Settings, user_id: str, *, ttl_seconds: int | None = None) -> str:
     """A signed token for `user_id`: for development and tests, not an identity provider."""
+    if settings.jwt_jwks_url:
+        raise ConfigurationError(
+            "giftgraph cannot issue tokens when GIFTGRAPH_JWT_JWKS_URL is set: they come from the identity provider"
+        )
     now = int(time.time())
     claims: dict[str, object] = {
         "sub": user_id,

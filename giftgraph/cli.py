@@ -1,4 +1,4 @@
-"""The `giftgraph` command: serve, token, export-schema."""
+"""The `giftgraph` command: serve, token, export-schema, persisted-operations."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import click
 from giftgraph.settings import ConfigurationError, Settings, load_settings
 
 DEFAULT_SCHEMA_PATH = Path("graphql/schema.graphql")
+DEFAULT_OPERATIONS_DIR = Path("graphql/operations")
+DEFAULT_MANIFEST_PATH = Path("graphql/persisted-operations.json")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -36,7 +38,10 @@ def serve(host: str | None, port: int | None) -> None:
 
     settings = _settings(host=host, port=port)
     configure_logging(settings.log_level)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigurationError as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from exc
     click.echo(f"giftgraph ({settings.env}, provider={settings.provider}) on http://{settings.host}:{settings.port}/graphql")
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
 
@@ -48,7 +53,10 @@ def token(user_id: str, ttl: int | None) -> None:
     """Print a development bearer token for USER_ID."""
     from giftgraph.auth import issue_token
 
-    click.echo(issue_token(_settings(), user_id, ttl_seconds=ttl))
+    try:
+        click.echo(issue_token(_settings(), user_id, ttl_seconds=ttl))
+    except ConfigurationError as exc:  # e.g. JWKS mode: tokens come from the identity provider
+        raise click.ClickException(str(exc)) from exc
 
 
 @main.command("export-schema")
@@ -67,4 +75,33 @@ def export_schema(path: Path, check: bool) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(sdl)
+    click.echo(f"wrote {path}")
+
+
+@main.command("persisted-operations")
+@click.option(
+    "--operations",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=DEFAULT_OPERATIONS_DIR,
+    show_default=True,
+    help="Folder of .graphql operation files, one operation each.",
+)
+@click.option("--path", type=click.Path(path_type=Path), default=DEFAULT_MANIFEST_PATH, show_default=True)
+@click.option("--check", is_flag=True, help="Exit 1 if the file differs from the operations instead of writing.")
+def persisted_operations(operations: Path, path: Path, check: bool) -> None:
+    """Write the persisted-operations manifest (the safelist) from the operation files."""
+    from giftgraph.persisted import ManifestError, build_manifest, manifest_text
+
+    try:
+        text = manifest_text(build_manifest(operations))
+    except ManifestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if check:
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            click.echo(f"{path} is out of date: run `giftgraph persisted-operations`", err=True)
+            sys.exit(1)
+        click.echo(f"{path} is up to date")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
     click.echo(f"wrote {path}")

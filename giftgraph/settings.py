@@ -5,8 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +16,9 @@ class ConfigurationError(RuntimeError):
 
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+# With a JWKS URL: public-key algorithms only (RFC 7518), never HMAC.
+JWKS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 MIN_SECRET_BYTES = 32
 
 DEFAULT_POINTS_PER_UNIT = {
@@ -35,16 +39,24 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     log_level: str = "INFO"
 
-    # Auth: HS256 by default; `jwt_secret` is required in production.
+    # Auth: HS256 with `jwt_secret` by default, or RS256/ES256 with an identity provider's keys when
+    # `jwt_jwks_url` is set; production needs one of the two.
     jwt_secret: SecretStr | None = None
-    jwt_algorithms: list[str] = ["HS256"]
+    jwt_jwks_url: str | None = None  # declared before jwt_algorithms: its default depends on it
+    jwt_algorithms: list[str] = Field(
+        default_factory=lambda data: ["RS256", "ES256"] if data.get("jwt_jwks_url") else ["HS256"]
+    )
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(30, ge=0)
     dev_token_ttl_seconds: int = Field(86_400, gt=0)
+    jwt_jwks_cache_seconds: float = Field(300.0, gt=0)  # keys are fetched again after this
+    jwt_jwks_min_refresh_seconds: float = Field(60.0, ge=0)  # at most one JWKS fetch per this interval
+    jwt_jwks_timeout_seconds: float = Field(5.0, gt=0)
 
     graphiql: bool | None = None  # default: on in development, off in production
     introspection: bool | None = None  # default: on in development, off in production
+    field_suggestions: bool | None = None  # "Did you mean ...?" hints; default: on in development only
 
     provider: Literal["sandbox"] = "sandbox"
     sandbox_starting_balance: int = Field(10_000, ge=0)
@@ -65,16 +77,56 @@ class Settings(BaseSettings):
     idempotency_wait_seconds: float = Field(5.0, ge=0)  # how long a racing retry waits for the original
     idempotency_lease_seconds: float = Field(60.0, gt=0)  # after this a crashed attempt may be taken over
 
+    # Persisted queries: "apq" (Apollo's automatic persisted queries), "safelist" (only the manifest's
+    # operations run) or "off".
+    persisted_queries: Literal["off", "apq", "safelist"] = "apq"
+    persisted_queries_manifest: Path = Path("graphql/persisted-operations.json")
+    persisted_queries_cache_chars: int = Field(2_000_000, gt=0)  # APQ cache size, in characters of query text
+    persisted_queries_max_age: int = Field(30, ge=0)  # Cache-Control max-age of anonymous GETs by hash; 0: none
+
+    # Browsers: a POST a page could send without a preflight needs one of these headers (CSRF prevention);
+    # origins whose pages may call the API (CORS; none by default).
+    csrf_headers: list[str] = ["X-GraphQL-CSRF", "Apollo-Require-Preflight"]
+    cors_origins: list[str] = []
+
+    # Query limits and budgets (schema/limits.py, giftgraph/ratelimit.py). The static limits are checked
+    # before an operation runs (0 turns one off); the budget is charged by query cost, per user (per client
+    # address when anonymous), and refills as a moving window: at most `rate_limit_points` in any
+    # `rate_limit_window_seconds`. Redeem attempts (each `redeem` field, aliases included) have a budget of
+    # their own. `protections_enabled=false` drops all of it, the operation timeout too (benchmarks only).
+    protections_enabled: bool = True
+    max_query_cost: int = Field(1000, ge=0)
+    max_query_depth: int = Field(10, ge=0)
+    max_query_aliases: int = Field(30, ge=0)
+    max_query_tokens: int = Field(2000, ge=0)
+    max_document_bytes: int = Field(16_384, ge=0)
+    rate_limit_points: int = Field(50_000, gt=0)
+    rate_limit_window_seconds: int = Field(20, gt=0)
+    redeem_attempts_limit: int = Field(120, gt=0)
+    redeem_attempts_window_seconds: int = Field(60, gt=0)
+    rate_limit_storage_url: str = "async+memory://"  # or async+redis://host:6379 to share budgets between instances
+    operation_timeout_seconds: float = Field(30.0, ge=0)
+
     @field_validator("jwt_algorithms")
     @classmethod
-    def _hmac_algorithms_only(cls, value: list[str]) -> list[str]:
+    def _algorithms_of_one_family(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if not value or any(alg.lower() == "none" for alg in value):
             raise ValueError("jwt_algorithms must list real algorithms, never 'none'")
-        # Tokens are verified with the shared secret: an asymmetric algorithm would need a public
-        # key giftgraph does not take, and would invite HS/RS key confusion.
-        unsupported = [alg for alg in value if alg not in HMAC_ALGORITHMS]
+        # One family per mode, so no token can pick how it is checked (HS/RS key confusion): the
+        # shared secret verifies HMAC only, the JWKS's public keys RSA/EC only.
+        jwks = bool(info.data.get("jwt_jwks_url"))
+        allowed = JWKS_ALGORITHMS if jwks else HMAC_ALGORITHMS
+        unsupported = [alg for alg in value if alg not in allowed]
         if unsupported:
-            raise ValueError(f"jwt_algorithms supports {', '.join(HMAC_ALGORITHMS)}; not {', '.join(unsupported)}")
+            hint = "" if jwks else " (RSA and EC algorithms need GIFTGRAPH_JWT_JWKS_URL)"
+            raise ValueError(f"jwt_algorithms supports {', '.join(allowed)}; not {', '.join(unsupported)}{hint}")
+        return value
+
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("jwt_jwks_url must be an https:// URL")
         return value
 
     @field_validator("jwt_secret")
@@ -84,6 +136,15 @@ class Settings(BaseSettings):
             raise ValueError("jwt_secret must not be blank; leave it unset in development to generate one")
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_without_paths(cls, value: list[str]) -> list[str]:
+        # Browsers send `Origin: https://host[:port]`: a trailing slash would never match.
+        origins = [origin.strip().rstrip("/") for origin in value]
+        if any(not origin or (origin != "*" and "://" not in origin) for origin in origins):
+            raise ValueError("cors_origins must be origins like https://app.example.com (or *)")
+        return origins
+
     @field_validator("points_per_unit")
     @classmethod
     def _positive_rates(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -92,11 +153,35 @@ class Settings(BaseSettings):
         return {code.upper(): rate for code, rate in value.items()}
 
     @model_validator(mode="after")
+    def _limits_are_usable(self) -> Settings:
+        # An operation under max_query_cost that no budget could ever pay for would be refused forever.
+        if self.max_query_cost and self.max_query_cost > self.rate_limit_points:
+            raise ValueError("max_query_cost must not exceed rate_limit_points")
+        if not self.rate_limit_storage_url.startswith("async+"):
+            raise ValueError("rate_limit_storage_url must name an async storage: async+memory:// or async+redis://...")
+        return self
+
+    @model_validator(mode="after")
+    def _jwks_needs_issuer_and_audience(self) -> Settings:
+        # An identity provider signs tokens for many services: only `iss` and `aud` say one is for us.
+        if self.jwt_jwks_url and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("GIFTGRAPH_JWT_ISSUER and GIFTGRAPH_JWT_AUDIENCE are required with GIFTGRAPH_JWT_JWKS_URL")
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_secret(self) -> Settings:
         if self.env != "production":
             return self
+        if self.jwt_jwks_url:
+            # Keys fetched over plain HTTP could be swapped on the way; a sidecar on loopback is fine.
+            host = urlsplit(self.jwt_jwks_url).hostname
+            if self.jwt_jwks_url.startswith("http://") and host not in LOOPBACK_HOSTS:
+                raise ValueError("GIFTGRAPH_JWT_JWKS_URL must use https:// in production (or a loopback address)")
+            return self
         if self.jwt_secret is None:
-            raise ValueError("GIFTGRAPH_JWT_SECRET is required when GIFTGRAPH_ENV=production")
+            raise ValueError(
+                "GIFTGRAPH_JWT_SECRET is required when GIFTGRAPH_ENV=production (or GIFTGRAPH_JWT_JWKS_URL)"
+            )
         if len(self.jwt_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
             # RFC 7518 3.2: an HMAC key at least as long as the hash output.
             raise ValueError(f"GIFTGRAPH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes in production")
@@ -113,6 +198,10 @@ class Settings(BaseSettings):
     @property
     def introspection_enabled(self) -> bool:
         return (not self.is_production) if self.introspection is None else self.introspection
+
+    @property
+    def field_suggestions_enabled(self) -> bool:
+        return (not self.is_production) if self.field_suggestions is None else self.field_suggestions
 
     @property
     def database_url(self) -> str:

@@ -8,9 +8,6 @@ from decimal import ROUND_CEILING, Decimal
 from providers import Reward
 
 
-CENT = Decimal("0.01")
-
-
 class Pricing:
     def __init__(self, points_per_unit: Mapping[str, Decimal]) -> None:
         self._rates = {code.upper(): Decimal(rate) for code, rate in points_per_unit.items()}
@@ -28,6 +25,10 @@ class Pricing:
     def point_cost_for(self, reward: Reward, face_value: Decimal) -> int | None:
         """Points for that face value, or None when the reward cannot be redeemed at it."""
         # No gift card carries a fraction of a cent (providers refuse one), so neither does a price.
-        if not face_value.is_finite() or face_value % CENT != 0 or not reward.denomination.allows(face_value):
+        if (
+            not face_value.is_finite()
+            or face_value.normalize().as_tuple().exponent < -2  # type: ignore[operator]
+            or not reward.denomination.allows(face_value)
+        ):
             return None
         return self.points_for(face_value, reward.currency_code)

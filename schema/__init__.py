@@ -11,8 +11,9 @@ from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from schema.errors import ErrorCodes, log_errors
+from schema.errors import ErrorCodes, HideSuggestions, log_errors
 from schema.execution import execution_context_class
+from schema.limits import Protection, QueryLimits, Throttle
 from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
@@ -26,7 +27,13 @@ class GiftgraphSchema(Schema):
         log_errors(errors, getattr(context, "request_id", None))
 
 
-def build_schema(*, introspection: bool = True) -> Schema:
+def build_schema(
+    *,
+    introspection: bool = True,
+    field_suggestions: bool = True,
+    limits: QueryLimits | None = None,
+    throttle: Throttle | None = None,
+) -> Schema:
     # Factories, not instances: Strawberry builds fresh extensions per request (an instance would be
     # shared by concurrent requests); the parse and validation LRU caches still live across requests.
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
@@ -36,6 +43,11 @@ def build_schema(*, introspection: bool = True) -> Schema:
     ]
     if not introspection:
         extensions.append(DisableIntrospection)
+    if not field_suggestions:
+        extensions.append(HideSuggestions)
+    if limits is not None:
+        # First, so the document size is checked before any other hook runs (None: no limits, no budget).
+        extensions.insert(0, Protection(limits, throttle).extension)
     return GiftgraphSchema(
         query=Query,
         mutation=Mutation,

@@ -3,11 +3,13 @@
 ApiError from the resolvers keeps its message and code. Parse and validation
 errors keep their message (clients need it). Anything else is an internal error:
 its message and trace go to the log with the request id, never to the client.
+HideSuggestions (production) drops graphql-core's "Did you mean ...?" hints.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,3 +94,40 @@ class ErrorCodes(SchemaExtension):
         extensions["code"] = code
         error.extensions = extensions
         return error
+
+
+# graphql-core's hints: "Did you mean 'name'?", "Did you mean to use an inline fragment on 'X'?", mid-message
+# in variable errors ("... Did you mean 'search'? Found: ..."). GraphQL names never hold a "?".
+_SUGGESTION = re.compile(r"\s*Did you mean\b[^?]*\?")
+
+
+def without_suggestions(error: GraphQLError) -> GraphQLError:
+    if isinstance(error.original_error, ApiError) or not _SUGGESTION.search(error.message):
+        return error
+    # A new error: validation errors are cached and shared across requests.
+    return GraphQLError(
+        _SUGGESTION.sub("", error.message),
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error,
+        extensions=error.extensions,
+    )
+
+
+class HideSuggestions(SchemaExtension):
+    """Strips "Did you mean ...?" from validation and variable errors: with introspection off, the
+    hints would still spell out the schema one guess at a time. The rest of each message stays."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            result.errors = [without_suggestions(error) for error in result.errors]
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [without_suggestions(error) for error in errors]
+        yield

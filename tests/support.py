@@ -34,6 +34,11 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def without_extensions(body: dict[str, Any]) -> dict[str, Any]:
+    """A GraphQL response body without `extensions`: every response reports its query cost there."""
+    return {key: value for key, value in body.items() if key != "extensions"}
+
+
 def operation(name: str) -> str:
     """The text of graphql/operations/<name>.graphql: tests use the frontend's own documents."""
     return (OPERATIONS / f"{name}.graphql").read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import TEST_SECRET
+from tests.support import TEST_SECRET, without_extensions
 
 
 def _free_port() -> int:
@@ -84,7 +84,7 @@ def test_given_a_fresh_data_dir_when_serve_starts_then_graphiql_readiness_and_a_
         json={"query": "{ viewer { userId balance { available } } }"},
         headers={"Authorization": f"Bearer {token}"},
     ).json()
-    assert body == {"data": {"viewer": {"userId": "cli-user", "balance": {"available": 10_000}}}}
+    assert without_extensions(body) == {"data": {"viewer": {"userId": "cli-user", "balance": {"available": 10_000}}}}
 
 
 def test_given_a_running_server_when_sigterm_arrives_then_it_exits_cleanly(served) -> None:
