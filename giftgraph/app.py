@@ -138,6 +138,7 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
         persisted_max_age=settings.persisted_queries_max_age,
         csrf_headers=settings.csrf_headers,
         allowed_origins=settings.cors_origins,
+        max_document_bytes=settings.max_document_bytes if settings.protections_enabled else 0,
     )
     return Starlette(
         routes=[

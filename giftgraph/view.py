@@ -28,6 +28,7 @@ from giftgraph.auth import InvalidToken, TokenUnverifiable, TokenVerifier
 from giftgraph.csrf import CSRF_MESSAGE, is_csrf_risk
 from giftgraph.persisted import PersistedQueries, PersistedQueryError, Resolved
 from resolvers.context import RequestContext
+from schema.limits import document_too_large
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,13 @@ class PersistedTransportWSHandler(BaseGraphQLTransportWSHandler[RequestContext, 
                 return
             if resolved.query is not None:
                 message = {**message, "payload": {**payload, "query": resolved.query}}
+            # Strawberry's WebSocket handler closes the socket on any parse error: answer an
+            # oversized document with an error message, as HTTP does, and keep the connection.
+            too_large = document_too_large(message["payload"].get("query"), self.view.max_document_bytes)
+            if too_large is not None:
+                formatted = {"message": too_large.message, "extensions": too_large.extensions}
+                await self.send_message({"id": operation_id, "type": "error", "payload": [formatted]})  # type: ignore[arg-type]
+                return
         await super().handle_subscribe(message)
 
 
@@ -139,6 +147,7 @@ class GiftgraphView(GraphQL[RequestContext, None]):
         persisted_max_age: int = 0,
         csrf_headers: Sequence[str] = ("X-GraphQL-CSRF", "Apollo-Require-Preflight"),
         allowed_origins: Sequence[str] = (),
+        max_document_bytes: int = 0,
     ) -> None:
         persisted = persisted if persisted is not None else PersistedQueries("apq")
         # The legacy graphql-ws protocol has no hook for persisted queries: a safelist offers only the one that does.
@@ -156,6 +165,7 @@ class GiftgraphView(GraphQL[RequestContext, None]):
             allowed_origins=allowed_origins,  # cross-origin WebSocket handshakes, as CORS allows for HTTP
         )
         self._verifier = verifier
+        self.max_document_bytes = max_document_bytes
         self.persisted = persisted
         self._persisted_max_age = persisted_max_age
         self._csrf_headers = tuple(csrf_headers)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from graphql import GraphQLError
 from strawberry import Schema
@@ -18,6 +18,23 @@ from schema.mutation import Mutation
 from schema.query import Query
 from schema.subscription import Subscription
 from schema.types import Redemption, Reward, Transaction
+
+
+class ReportingParserCache(ParserCache):
+    """Strawberry's parser cache, except that a document that does not parse is left to Strawberry.
+
+    The cache raises syntax errors from its hook, which Strawberry's subscription path does not
+    catch (the client got a bare `complete`); Strawberry's own parse reports them as errors.
+    """
+
+    def on_parse(self) -> Iterator[None]:
+        try:
+            self.execution_context.graphql_document = self.cached_parse_document(
+                self.execution_context.query, **self.execution_context.parse_options
+            )
+        except GraphQLError:
+            pass  # parsed again, uncached, by Strawberry, which turns the error into a result
+        yield
 
 
 class GiftgraphSchema(Schema):
@@ -38,7 +55,7 @@ def build_schema(
     # shared by concurrent requests); the parse and validation LRU caches still live across requests.
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         ErrorCodes,
-        lambda: ParserCache(maxsize=256),
+        lambda: ReportingParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
     ]
     if not introspection:

@@ -533,20 +533,28 @@ class QueryProtection(SchemaExtension):
         limits = self.protection.limits
         too_large = document_too_large(ctx.query, limits.max_document_bytes)
         if too_large is not None:
-            raise too_large  # before parsing: the first hook, so nothing else has started
-        if limits.max_tokens:
+            # Refuse before parsing. Raising from this hook would escape Strawberry's subscription
+            # path (a WebSocket client got a bare `complete`); instead the parser stops at its first
+            # token, Strawberry reports that as a result on every transport, and it is replaced below.
+            ctx.parse_options["max_tokens"] = 1
+        elif limits.max_tokens:
             ctx.parse_options["max_tokens"] = limits.max_tokens
         ctx.validation_rules = ctx.validation_rules + self.protection.rules
         try:
             yield
-        except GraphQLError as error:  # the parser cache raises parse errors through the hooks
+        except GraphQLError as error:  # a parse error raised through the hooks
+            if too_large is not None:
+                raise too_large from error
             coded = tokens_error(error, limits.max_tokens)
             if coded is not None:
                 raise coded from error
             raise
         result = ctx.result
         if result is not None and result.errors:
-            result.errors = [tokens_error(error, limits.max_tokens) or error for error in result.errors]
+            if too_large is not None:
+                result.errors = [too_large]
+            else:
+                result.errors = [tokens_error(error, limits.max_tokens) or error for error in result.errors]
 
     async def on_execute(self) -> AsyncIterator[None]:
         ctx = self.execution_context

@@ -12,6 +12,7 @@ from typing import Any
 import graphql
 import httpx
 import pytest
+import websockets
 from sqlalchemy import text
 
 from giftgraph.ratelimit import protections
@@ -398,3 +399,29 @@ def test_given_a_redeem_cancelled_mid_provider_call_then_nothing_is_debited_and_
     history = gql(slow, HISTORY, {"first": 10}, token=user)["data"]["viewer"]["history"]
     assert [edge["node"]["kind"] for edge in history["edges"]] == ["REDEEM", "EARN"]
     assert retried["balance"]["available"] == 10_000 - reward["points"]
+
+
+@pytest.mark.anyio
+async def test_given_an_oversized_or_unparsable_subscription_when_sent_over_a_websocket_then_the_client_gets_a_clear_answer(
+    tmp_path: Path,
+) -> None:
+    from tests.support import ws_connect
+
+    with live_server(make_settings(tmp_path)) as server:
+        init = {"authorization": f"Bearer {server.token('ws-limits')}"}
+        async with ws_connect(server, init_payload=init) as ws:
+            assert (await ws.receive())["type"] == "connection_ack"
+            await ws.subscribe("subscription { balanceChanged { available } } " + "#" * 20_000)
+            oversized = await ws.receive()
+            await ws.subscribe("subscription { balanceChanged { available } }")
+            still_open = await ws.receive()
+        async with ws_connect(server, init_payload=init) as ws:
+            assert (await ws.receive())["type"] == "connection_ack"
+            await ws.subscribe("subscription { balanceChanged { available ")
+            with pytest.raises(websockets.ConnectionClosedError) as closed:
+                await ws.receive()
+
+    assert oversized["type"] == "error"
+    assert oversized["payload"][0]["extensions"]["code"] == "DOCUMENT_TOO_LARGE"
+    assert still_open["type"] == "next"
+    assert closed.value.rcvd.code == 4400 and "Syntax Error" in closed.value.rcvd.reason
