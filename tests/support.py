@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy
 import uvicorn
 import websockets
 
@@ -214,3 +215,19 @@ def run_on_server_loop(server: LiveServer, coro: Any, *, timeout: float = 30) ->
     """Run a coroutine on the live server's own event loop (where its provider and engines live); its result."""
     loop = server._server.servers[0].get_loop()
     return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [error["extensions"]["code"] for error in body.get("errors") or ()]
+
+
+def calls(server: LiveServer) -> dict[str, int]:
+    return dict(server.provider.calls.counts)
+
+
+def idempotency_rows(server: LiveServer) -> int:
+    async def count() -> int:
+        async with server.app.state.engine.connect() as conn:
+            return (await conn.execute(sqlalchemy.text("SELECT count(*) FROM idempotency_keys"))).scalar_one()
+
+    return run_on_server_loop(server, count())

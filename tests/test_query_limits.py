@@ -13,13 +13,15 @@ import graphql
 import httpx
 import pytest
 import websockets
-from sqlalchemy import text
 
 from giftgraph.ratelimit import protections
 from giftgraph.settings import ConfigurationError, Settings, load_settings
 from schema import build_schema
 from schema.limits import Protection, operation_cost
 from tests.support import (
+    calls,
+    codes,
+    idempotency_rows,
     OPERATIONS,
     LiveServer,
     gql,
@@ -70,22 +72,6 @@ def slow(tmp_path: Path) -> Iterator[LiveServer]:
 
 def token(server: LiveServer) -> str:
     return server.token(f"limits-{uuid.uuid4().hex[:12]}")
-
-
-def codes(body: dict[str, Any]) -> list[str]:
-    return [error["extensions"]["code"] for error in body.get("errors") or ()]
-
-
-def calls(server: LiveServer) -> dict[str, int]:
-    return dict(server.provider.calls.counts)
-
-
-def idempotency_rows(server: LiveServer) -> int:
-    async def count() -> int:
-        async with server.app.state.engine.connect() as conn:
-            return (await conn.execute(text("SELECT count(*) FROM idempotency_keys"))).scalar_one()
-
-    return run_on_server_loop(server, count())
 
 
 def refused(server: LiveServer, query: str, variables: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -16,10 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from schema.limits import client_key
 from tests.support import (
+    calls,
+    codes,
+    idempotency_rows,
     LiveServer,
     gql,
     live_server,
@@ -61,22 +63,6 @@ def own_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 def new_token(server: LiveServer) -> str:
     return server.token(f"budget-{uuid.uuid4().hex[:12]}")
-
-
-def codes(body: dict[str, Any]) -> list[str]:
-    return [error["extensions"]["code"] for error in body.get("errors") or ()]
-
-
-def calls(server: LiveServer) -> dict[str, int]:
-    return dict(server.provider.calls.counts)
-
-
-def idempotency_rows(server: LiveServer) -> int:
-    async def count() -> int:
-        async with server.app.state.engine.connect() as conn:
-            return (await conn.execute(text("SELECT count(*) FROM idempotency_keys"))).scalar_one()
-
-    return run_on_server_loop(server, count())
 
 
 def spend_everything(server: LiveServer, token: str | None) -> None:
