@@ -4,7 +4,6 @@ queries, CSRF prevention, and GraphQL-over-HTTP media types and status codes."""
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +28,6 @@ from giftgraph.csrf import CSRF_MESSAGE, is_csrf_risk
 from giftgraph.persisted import PersistedQueries, PersistedQueryError, Resolved
 from resolvers.context import RequestContext
 from schema.limits import document_too_large
-
-logger = logging.getLogger(__name__)
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
@@ -287,14 +284,6 @@ class GiftgraphView(GraphQL[RequestContext, None]):
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         response = await super().process_result(request, result)
-        # Errors raised before the operation starts (a query that does not parse) skip the
-        # schema's ErrorCodes extension: give them their code here.
-        for error in response.get("errors") or ():
-            extensions = error.setdefault("extensions", {})
-            if "code" not in extensions:
-                extensions["code"] = (
-                    "GRAPHQL_PARSE_FAILED" if error.get("message", "").startswith("Syntax Error") else "BAD_REQUEST"
-                )
         exchange = _exchange(request)
         if exchange is not None:
             exchange.clean = exchange.clean is not False and not result.errors

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from providers import Reward, RewardAvailability
@@ -69,7 +68,3 @@ def page_catalog(
         keys = [keys[i] for i in kept]
     return slice_sorted(rewards, keys, win, lambda key: encode_cursor(kind, key))
 
-
-def filter_values(snapshot: CatalogSnapshot, attribute: str) -> Sequence[str]:
-    """Distinct values of a reward attribute, sorted: for building filter menus."""
-    return sorted({getattr(reward, attribute) for reward in snapshot.rewards})

@@ -540,15 +540,7 @@ class QueryProtection(SchemaExtension):
         elif limits.max_tokens:
             ctx.parse_options["max_tokens"] = limits.max_tokens
         ctx.validation_rules = ctx.validation_rules + self.protection.rules
-        try:
-            yield
-        except GraphQLError as error:  # a parse error raised through the hooks
-            if too_large is not None:
-                raise too_large from error
-            coded = tokens_error(error, limits.max_tokens)
-            if coded is not None:
-                raise coded from error
-            raise
+        yield  # parse errors come back in the result (schema.ReportingParserCache), not raised here
         result = ctx.result
         if result is not None and result.errors:
             if too_large is not None:
