@@ -58,11 +58,61 @@ class Settings(BaseSettings):
     introspection: bool | None = None  # default: on in development, off in production
     field_suggestions: bool | None = None  # "Did you mean ...?" hints; default: on in development only
 
-    provider: Literal["sandbox"] = "sandbox"
+    # "sandbox": the embedded sandbox, in process (the one-command start). "rest": a provider speaking the
+    # sandbox's REST contract (providers/sandbox/openapi.json) at `provider_base_url`, e.g. `giftgraph sandbox serve`.
+    provider: Literal["sandbox", "rest"] = "sandbox"
     sandbox_starting_balance: int = Field(10_000, ge=0)
     sandbox_fulfilment_delay: float = Field(2.0, ge=0)
     sandbox_latency: float = Field(0.0, ge=0)
     sandbox_failure_rate: float = Field(0.0, ge=0, le=1)
+
+    # The REST provider (provider=rest): where it is, how to authenticate, and how hard to try.
+    provider_base_url: str | None = None
+    provider_auth: Literal["api_key", "oauth2"] = "api_key"
+    provider_api_key: str | None = None  # api_key: HTTP Basic, key and secret
+    provider_api_secret: SecretStr | None = None
+    provider_client_id: str | None = None  # oauth2: client credentials grant
+    provider_client_secret: SecretStr | None = None
+    provider_token_url: str | None = None  # default: {provider_base_url}/oauth/token
+    provider_token_refresh_margin_seconds: float = Field(30.0, ge=0)  # refresh a token this long before it expires
+    provider_connect_timeout: float = Field(2.0, gt=0)
+    provider_read_timeout: float = Field(5.0, gt=0)
+    provider_write_timeout: float = Field(5.0, gt=0)
+    provider_pool_timeout: float = Field(2.0, gt=0)  # waiting for a free connection
+    provider_max_connections: int = Field(50, ge=1)
+    provider_max_keepalive_connections: int = Field(20, ge=0)
+    provider_transport: Literal["httpx", "aiohttp"] = "httpx"  # aiohttp: httpx-aiohttp behind the same httpx API
+    provider_rate_limit_per_second: float = Field(20.0, ge=0)  # client-side limiter; 0: off
+    provider_retry_attempts: int = Field(4, ge=1)  # attempts per call, the first included
+    provider_retry_base_delay: float = Field(0.1, ge=0)  # full jitter: sleep uniform(0, min(max, base * 2**n))
+    provider_retry_max_delay: float = Field(2.0, ge=0)
+    provider_retry_after_cap: float = Field(10.0, ge=0)  # a provider's Retry-After is honoured up to this
+    provider_call_budget_seconds: float = Field(10.0, gt=0)  # one call, all attempts and sleeps included
+    provider_retry_budget_ratio: float = Field(0.2, ge=0)  # retries at most this share of calls...
+    provider_retry_budget_min_per_second: float = Field(2.0, ge=0)  # ...plus this floor
+    provider_breaker_failure_threshold: int = Field(5, ge=1)  # consecutive failures that open the circuit
+    provider_breaker_cooldown_seconds: float = Field(10.0, gt=0)  # fail fast this long, then let one probe through
+
+    # Redemptions whose outcome the provider left unknown stay PENDING; the reconciler settles them.
+    reconcile_interval_seconds: float = Field(2.0, gt=0)
+    reconcile_max_backoff_seconds: float = Field(60.0, gt=0)
+
+    # Webhooks from the provider (POST /webhooks/{provider}): Standard Webhooks secrets (whsec_...), several
+    # while rotating; a timestamp further than the tolerance from now is refused.
+    webhook_secrets: list[SecretStr] = []
+    webhook_tolerance_seconds: int = Field(300, ge=1)
+
+    # `giftgraph sandbox serve`: the sandbox as a REST service. Unset credentials are generated once in
+    # development (data_dir/sandbox-credentials.json) and shared with a gateway started from the same folder.
+    sandbox_url: str = "http://127.0.0.1:9000"  # where `giftgraph sandbox grant` finds the service
+    sandbox_api_key: str | None = None
+    sandbox_api_secret: SecretStr | None = None
+    sandbox_client_id: str | None = None
+    sandbox_client_secret: SecretStr | None = None
+    sandbox_token_ttl_seconds: int = Field(3600, ge=1)
+    sandbox_rate_limit: str = "50/second"  # per credential, in the `limits` notation; 429 with Retry-After beyond
+    sandbox_webhook_url: str | None = None  # e.g. http://127.0.0.1:8000/webhooks/sandbox
+    sandbox_webhook_secret: SecretStr | None = None
 
     # Face value -> points, per currency; redemption, pointCost and pointCostFor all use it.
     points_per_unit: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_POINTS_PER_UNIT))
@@ -159,6 +209,20 @@ class Settings(BaseSettings):
             raise ValueError("max_query_cost must not exceed rate_limit_points")
         if not self.rate_limit_storage_url.startswith("async+"):
             raise ValueError("rate_limit_storage_url must name an async storage: async+memory:// or async+redis://...")
+        return self
+
+    @model_validator(mode="after")
+    def _rest_provider_is_reachable(self) -> Settings:
+        for name in ("provider_base_url", "provider_token_url", "sandbox_url", "sandbox_webhook_url"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(("https://", "http://")):
+                raise ValueError(f"{name} must be an http:// or https:// URL")
+        if self.provider == "rest" and not self.provider_base_url:
+            raise ValueError("GIFTGRAPH_PROVIDER_BASE_URL is required when GIFTGRAPH_PROVIDER=rest")
+        if self.provider_retry_base_delay > self.provider_retry_max_delay:
+            raise ValueError("provider_retry_base_delay must not exceed provider_retry_max_delay")
+        if self.provider_max_keepalive_connections > self.provider_max_connections:
+            raise ValueError("provider_max_keepalive_connections must not exceed provider_max_connections")
         return self
 
     @model_validator(mode="after")
