@@ -1,4 +1,4 @@
-"""The `giftgraph` command: serve, token, export-schema, persisted-operations."""
+"""The `giftgraph` command: serve, token, export-schema, persisted-operations, and `sandbox ...`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from giftgraph.sandbox_cli import sandbox
 from giftgraph.settings import ConfigurationError, Settings, load_settings
 
 DEFAULT_SCHEMA_PATH = Path("graphql/schema.graphql")
@@ -105,3 +106,6 @@ def persisted_operations(operations: Path, path: Path, check: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     click.echo(f"wrote {path}")
+
+
+main.add_command(sandbox)

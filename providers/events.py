@@ -1,7 +1,9 @@
 """In-process publish/subscribe of provider events, keyed by user.
 
 The sandbox publishes here when a balance or a redemption changes; GraphQL
-subscriptions listen. A later issue can put Redis behind the same interface.
+subscriptions listen per user, and the sandbox service listens to every event
+(`subscribe_all`) to turn settlements into webhooks. A later issue can put Redis
+behind the same interface.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ class EventHub:
     def __init__(self, *, queue_size: int = 256) -> None:
         self._queue_size = queue_size
         self._subscribers: dict[str, set[asyncio.Queue[ProviderEvent]]] = {}
+        self._everything: set[asyncio.Queue[ProviderEvent]] = set()
 
     def publish(self, event: ProviderEvent) -> None:
-        for queue in tuple(self._subscribers.get(event.user_id, ())):
+        for queue in (*self._subscribers.get(event.user_id, ()), *self._everything):
             try:
                 queue.put_nowait(event)
             except asyncio.QueueFull:
@@ -62,3 +65,13 @@ class EventHub:
                 queues.discard(queue)
                 if not queues:
                     del self._subscribers[user_id]
+
+    @asynccontextmanager
+    async def subscribe_all(self, *, queue_size: int | None = None) -> AsyncIterator[asyncio.Queue[ProviderEvent]]:
+        """Every event of every user, in publication order (for relays such as a webhook sender)."""
+        queue: asyncio.Queue[ProviderEvent] = asyncio.Queue(queue_size or self._queue_size)
+        self._everything.add(queue)
+        try:
+            yield queue
+        finally:
+            self._everything.discard(queue)

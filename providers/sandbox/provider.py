@@ -30,24 +30,23 @@ from providers.sandbox.catalog import build_catalog, failing_reward_ids, money
 from providers.sandbox.config import SandboxConfig, SandboxFaults
 from providers.sandbox.fulfilment import Fulfiller, utcnow
 from providers.sandbox.rules import fingerprint, validate
-from providers.sandbox.store import SandboxStore, StoreClosedError
+from providers.sandbox.store import EffectCounts, SandboxStore, StoreClosedError
 
 MAX_PAGE_SIZE = 100
+GRANT_DESCRIPTION = "Points granted"
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _port_operation(
+def _storage_errors(
     method: Callable[Concatenate[SandboxProvider, P], Awaitable[R]],
 ) -> Callable[Concatenate[SandboxProvider, P], Awaitable[R]]:
-    """Count the call, inject the configured faults, and turn storage errors into ProviderUnavailable."""
+    """Turn storage errors into ProviderUnavailable."""
     operation = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self: SandboxProvider, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        self.calls.add(operation)
-        await self.faults.apply(operation, provider=self.name)
         try:
             return await method(self, *args, **kwargs)
         except StoreClosedError as exc:
@@ -56,6 +55,22 @@ def _port_operation(
             # The driver's own message ("database is locked") helps; the engine hides SQL parameters.
             reason = getattr(exc, "orig", None) or type(exc).__name__
             raise ProviderUnavailable(f"sandbox {operation} failed: {reason}", provider=self.name) from exc
+
+    return wrapper
+
+
+def _port_operation(
+    method: Callable[Concatenate[SandboxProvider, P], Awaitable[R]],
+) -> Callable[Concatenate[SandboxProvider, P], Awaitable[R]]:
+    """Count the call, inject the configured faults, and turn storage errors into ProviderUnavailable."""
+    operation = method.__name__
+    guarded = _storage_errors(method)
+
+    @functools.wraps(method)
+    async def wrapper(self: SandboxProvider, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        self.calls.add(operation)
+        await self.faults.apply(operation, provider=self.name)
+        return await guarded(self, *args, **kwargs)
 
     return wrapper
 
@@ -117,6 +132,47 @@ class SandboxProvider:
         self._rewards[reward_id] = reward  # the fulfiller shares this dict
         self.catalog = (*self.catalog[:index], reward, *self.catalog[index + 1 :])
         return reward
+
+    @_storage_errors
+    async def grant(
+        self, user_id: str, points: int, description: str = GRANT_DESCRIPTION
+    ) -> tuple[Transaction, Balance]:
+        """Points earned outside the app (a purchase, a promotion): an EARN entry and the new balance.
+
+        Not a port operation: the gateway never credits points, the provider's ledger does. A user
+        seen for the first time is enrolled first, as every port operation would.
+        """
+        if not user_id:
+            raise ValueError("user_id must not be empty")
+        if points <= 0:
+            raise ValueError("points must be positive")
+        now = utcnow()
+        async with self._store.write() as ledger:
+            await ledger.enrol(user_id, self.config.starting_balance, now)
+            available = await ledger.credit(user_id, points, now)
+            transaction = await ledger.record(
+                user_id=user_id,
+                kind=TransactionKind.EARN,
+                points=points,
+                balance_after=available,
+                description=description or GRANT_DESCRIPTION,
+                now=now,
+            )
+            balance = await ledger.balance(user_id)
+        self._events.publish(BalanceChanged(user_id=user_id, balance=balance))
+        return transaction, balance
+
+    @_storage_errors
+    async def current_balance(self, user_id: str) -> Balance | None:
+        """The user's balance as the ledger holds it now, without enrolling or counting a port call."""
+        async with self._store.read() as ledger:
+            return (await ledger.balances([user_id])).get(user_id)
+
+    @_storage_errors
+    async def effect_counts(self) -> EffectCounts:
+        """Provider-side effects so far (redemptions, REDEEM debits, redemptions per idempotency key)."""
+        async with self._store.read() as ledger:
+            return await ledger.effect_counts()
 
     @property
     def fulfilments_in_flight(self) -> int:

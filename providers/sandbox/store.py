@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +33,13 @@ from providers.sql import create_engine, writer
 
 WELCOME_DESCRIPTION = "Welcome bonus"
 ENGINE_LOGGING_NAME = "sandbox"
+
+
+@dataclass(frozen=True, slots=True)
+class EffectCounts:
+    redemptions: int
+    redeem_transactions: int
+    redemptions_by_key: dict[str, int]
 
 
 class StoreClosedError(RuntimeError):
@@ -326,6 +334,21 @@ class Ledger:
     async def redemptions(self, ids: Collection[str]) -> dict[str, Redemption]:
         rows = await self.connection.execute(select(redemptions).where(redemptions.c.id.in_(set(ids))))
         return {row.id: _redemption(row) for row in rows}
+
+    async def effect_counts(self) -> EffectCounts:
+        """What the provider has done so far: redemptions made and REDEEM debits recorded (for tests)."""
+        by_key = {
+            key: int(count)
+            for key, count in await self.connection.execute(
+                select(redemptions.c.idempotency_key, func.count()).group_by(redemptions.c.idempotency_key)
+            )
+        }
+        debits = await self.connection.scalar(
+            select(func.count()).select_from(transactions).where(transactions.c.kind == TransactionKind.REDEEM.value)
+        )
+        return EffectCounts(
+            redemptions=sum(by_key.values()), redeem_transactions=debits or 0, redemptions_by_key=by_key
+        )
 
     async def pending_redemptions(self) -> list[Redemption]:
         rows = await self.connection.execute(
