@@ -3,6 +3,9 @@
 A key is claimed before any side effect. A claim names its request's fingerprint,
 so a reuse with other input is recognised; it holds a lease, so an attempt that
 died mid-flight can be taken over by a retry instead of blocking the key forever.
+The exact provider request is recorded before it is sent: whoever takes a key over
+(a retry or the reconciler) resends that request, never a recomputed one, and a key
+whose request may have reached the provider is never released, only settled.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, delete, select, update
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -34,6 +37,8 @@ idempotency_keys = Table(
     Column("state", String(16), nullable=False),
     Column("claim_token", String(32), nullable=False),
     Column("payload", Text, nullable=True),
+    Column("request", Text, nullable=True),  # the provider request, once it may have been sent
+    Column("attempts", Integer, nullable=False, default=0),  # deferrals: the reconciler backs off by them
     Column("lease_until", Float, nullable=False),
     Column("expires_at", Float, nullable=False, index=True),
     Column("created_at", Float, nullable=False),
@@ -55,6 +60,17 @@ class Claim:
     payload: dict[str, Any] | None = None
     token: str | None = None  # set when ACQUIRED: names this holder, so a holder whose lease
     # was taken over can neither complete nor release the key under the new holder
+    request: dict[str, Any] | None = None  # set when ACQUIRED by a takeover after the request was recorded
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Unsettled:
+    """A key whose request may have reached the provider and whose lease has run out: the reconciler's work."""
+
+    user_id: str
+    key: str
+    fingerprint: str
 
 
 class IdempotencyStore:
@@ -108,6 +124,8 @@ class IdempotencyStore:
                         state=ClaimState.IN_PROGRESS.value,
                         claim_token=token,
                         payload=None,
+                        request=None,
+                        attempts=0,
                         lease_until=now + self._lease,
                         expires_at=now + self._ttl,
                         created_at=now,
@@ -123,7 +141,8 @@ class IdempotencyStore:
                 await conn.execute(
                     update(idempotency_keys).where(where).values(lease_until=now + self._lease, claim_token=token)
                 )
-                return Claim(user_id, key, ClaimState.ACQUIRED, token=token)
+                request = None if row.request is None else json.loads(row.request)
+                return Claim(user_id, key, ClaimState.ACQUIRED, token=token, request=request, attempts=row.attempts)
             return Claim(user_id, key, ClaimState.IN_PROGRESS)
 
     async def complete(self, claim: Claim, payload: dict[str, Any]) -> bool:
@@ -141,9 +160,60 @@ class IdempotencyStore:
         return result.rowcount == 1
 
     async def release(self, claim: Claim) -> None:
-        """Forget an unfinished claim: nothing was decided, so the key may be used again."""
+        """Forget an unfinished claim: nothing was decided, so the key may be used again.
+
+        Only for a request that certainly never took effect at the provider (not sent, or refused);
+        one whose outcome is unknown is deferred instead.
+        """
         async with self._write() as conn:
             await conn.execute(delete(idempotency_keys).where(self._held_by(claim)))
+
+    async def record_request(self, claim: Claim, request: dict[str, Any]) -> bool:
+        """Remember the exact provider request before sending it; False if the claim was lost."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(idempotency_keys)
+                .where(self._held_by(claim))
+                .values(request=json.dumps(request, separators=(",", ":")))
+            )
+        return result.rowcount == 1
+
+    async def defer(self, claim: Claim, delay: float) -> bool:
+        """Give the key up without an outcome: the reconciler (or a retry) takes it over after `delay`."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(idempotency_keys)
+                .where(self._held_by(claim))
+                .values(lease_until=self._clock() + delay, attempts=idempotency_keys.c.attempts + 1)
+            )
+        return result.rowcount == 1
+
+    async def unsettled(self, *, limit: int = 50) -> list[Unsettled]:
+        """Keys with a recorded request, no outcome, and no live holder: oldest lease first."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(idempotency_keys.c.user_id, idempotency_keys.c.key, idempotency_keys.c.fingerprint)
+                .where(
+                    (idempotency_keys.c.state == ClaimState.IN_PROGRESS.value)
+                    & idempotency_keys.c.request.is_not(None)
+                    & (idempotency_keys.c.lease_until < self._clock())
+                )
+                .order_by(idempotency_keys.c.lease_until)
+                .limit(limit)
+            )
+            return [Unsettled(row.user_id, row.key, row.fingerprint) for row in rows]
+
+    async def drop_abandoned(self, *, older_than: float) -> int:
+        """Delete claims that died before recording a request (nothing was sent) and lapsed long ago."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                delete(idempotency_keys).where(
+                    (idempotency_keys.c.state == ClaimState.IN_PROGRESS.value)
+                    & idempotency_keys.c.request.is_(None)
+                    & (idempotency_keys.c.lease_until < self._clock() - older_than)
+                )
+            )
+        return result.rowcount or 0
 
     @staticmethod
     def _held_by(claim: Claim) -> Any:

@@ -66,7 +66,7 @@ def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 @pytest.fixture
 def slow(tmp_path: Path) -> Iterator[LiveServer]:
     """A server with a short deadline whose provider is slowed down for the test."""
-    with live_server(make_settings(tmp_path, operation_timeout_seconds=DEADLINE)) as running:
+    with live_server(make_settings(tmp_path, operation_timeout_seconds=DEADLINE, reconcile_interval_seconds=0.1)) as running:
         yield running
 
 
@@ -358,7 +358,7 @@ def test_given_an_operation_past_its_deadline_then_it_is_cancelled_with_timeout_
     assert gql(slow, VIEWER_BALANCE, token=user)["data"]["viewer"]["balance"]["available"] == 10_000
 
 
-def test_given_a_redeem_cancelled_mid_provider_call_then_nothing_is_debited_and_a_retry_makes_the_one_redemption(
+def test_given_a_redeem_cancelled_mid_provider_call_then_the_key_stays_pending_and_a_retry_makes_the_one_redemption(
     slow: LiveServer,
 ) -> None:
     user = token(slow)
@@ -374,14 +374,15 @@ def test_given_a_redeem_cancelled_mid_provider_call_then_nothing_is_debited_and_
     assert (response.status_code, codes(response.json())) == (504, ["TIMEOUT"])
     assert slow.provider.calls.get("redeem") == 1  # the provider call had started
     slow.provider.faults.clear()
-    history = gql(slow, HISTORY, {"first": 10}, token=user)["data"]["viewer"]["history"]
-    assert [edge["node"]["kind"] for edge in history["edges"]] == ["EARN"]  # no debit, no redemption
-    assert idempotency_rows(slow) == 0  # the key was released, not left claimed
+    # The call may have reached the provider: the key is kept with its request (for the retry below,
+    # or the reconciler, whichever comes first), never released.
+    assert idempotency_rows(slow) == 1
 
     retried = gql(slow, REDEEM, variables, token=user)["data"]["redeem"]
     again = gql(slow, REDEEM, variables, token=user)["data"]["redeem"]
 
-    assert (retried["userErrors"], retried["redemption"]["id"]) == ([], again["redemption"]["id"])
+    assert retried["userErrors"] == [], retried
+    assert retried["redemption"]["id"] == again["redemption"]["id"]
     history = gql(slow, HISTORY, {"first": 10}, token=user)["data"]["viewer"]["history"]
     assert [edge["node"]["kind"] for edge in history["edges"]] == ["REDEEM", "EARN"]
     assert retried["balance"]["available"] == 10_000 - reward["points"]
