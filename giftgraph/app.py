@@ -21,6 +21,7 @@ from giftgraph.persisted import ManifestError, persisted_queries
 from giftgraph.ratelimit import protections
 from giftgraph.settings import ConfigurationError, Settings
 from giftgraph.view import GiftgraphView
+from giftgraph.webhooks import webhook_route, webhook_verifiers
 from providers import EventHub, RewardsProvider
 from providers.errors import ProviderError
 from providers.sql import create_engine
@@ -28,7 +29,9 @@ from resolvers.catalog_cache import CatalogCache
 from resolvers.context import Services
 from resolvers.idempotency import IdempotencyStore
 from resolvers.pricing import Pricing
+from resolvers.reconciler import Reconciler
 from resolvers.redeem import RedeemService
+from resolvers.webhooks import WebhookService
 from schema import build_schema
 
 logger = logging.getLogger(__name__)
@@ -50,14 +53,26 @@ def sandbox_provider(settings: Settings, events: EventHub) -> RewardsProvider:
     )
 
 
-def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbox_provider) -> Starlette:
+def provider_factory_for(settings: Settings) -> ProviderFactory:
+    """The provider GIFTGRAPH_PROVIDER names: the embedded sandbox, or a REST provider over the network."""
+    if settings.provider == "rest":
+        from giftgraph.rest import rest_provider  # httpx, tenacity...: loaded only when used
+
+        return rest_provider
+    return sandbox_provider
+
+
+def create_app(settings: Settings, *, provider_factory: ProviderFactory | None = None) -> Starlette:
+    """The app; `provider_factory` overrides the provider the settings name (tests put fakes there)."""
+    make_provider = provider_factory or provider_factory_for(settings)
     verifier = TokenVerifier(settings)
+    webhooks = webhook_verifiers(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         events = EventHub()
-        provider = provider_factory(settings, events)
+        provider = make_provider(settings, events)
         engine = create_engine(settings.database_url, logging_name="giftgraph")
         store = IdempotencyStore(
             engine,
@@ -70,29 +85,46 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
             # One client for the identity provider's keys, for the app's lifetime.
             jwks_http = httpx.AsyncClient(timeout=httpx.Timeout(settings.jwt_jwks_timeout_seconds))
             verifier.jwks.attach(jwks_http)
+        reconciler: Reconciler | None = None
         try:
             await store.start()
             await store.purge_expired()
             await provider.start()
             app.state.engine = engine
+            redeem = RedeemService(
+                provider,
+                store,
+                pricing,
+                wait_seconds=settings.idempotency_wait_seconds,
+                defer_seconds=settings.reconcile_interval_seconds,
+                max_defer_seconds=settings.reconcile_max_backoff_seconds,
+            )
+            reconciler = Reconciler(redeem, store, interval=settings.reconcile_interval_seconds)
+            app.state.reconciler = reconciler
+            catalog = CatalogCache(
+                provider,
+                pricing,
+                stable_ttl=settings.catalog_stable_ttl,
+                volatile_ttl=settings.catalog_volatile_ttl,
+                max_stale=settings.catalog_max_stale,
+                page_size=settings.catalog_page_size,
+                retry_after=settings.catalog_retry_after,
+            )
+            app.state.webhooks = WebhookService(engine, provider, events, catalog)
+            await app.state.webhooks.start()
             app.state.services = Services(
                 provider=provider,
-                catalog=CatalogCache(
-                    provider,
-                    pricing,
-                    stable_ttl=settings.catalog_stable_ttl,
-                    volatile_ttl=settings.catalog_volatile_ttl,
-                    max_stale=settings.catalog_max_stale,
-                    page_size=settings.catalog_page_size,
-                    retry_after=settings.catalog_retry_after,
-                ),
+                catalog=catalog,
                 pricing=pricing,
-                redeem=RedeemService(provider, store, pricing, wait_seconds=settings.idempotency_wait_seconds),
+                redeem=redeem,
                 events=events,
             )
+            reconciler.start()
             logger.info("giftgraph ready", extra={"provider": provider.name, "env": settings.env})
             yield
         finally:
+            if reconciler is not None:
+                await reconciler.stop()
             await provider.aclose()
             await engine.dispose()
             if jwks_http is not None:
@@ -146,6 +178,7 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory = sandbo
             WebSocketRoute("/graphql", view),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            webhook_route(webhooks),  # server to server: signed, so outside the view's CSRF check
         ],
         middleware=[
             Middleware(RequestIdMiddleware),

@@ -357,3 +357,43 @@ async def test_given_balance_lookups_failing_when_a_balance_subscription_starts_
 
     assert (message["type"], message["id"]) == ("next", op)
     assert [e["extensions"]["code"] for e in message["payload"]["errors"]] == ["PROVIDER_UNAVAILABLE"]
+
+
+@pytest.mark.anyio
+async def test_given_a_settled_redemption_when_a_late_pending_event_arrives_then_the_subscriber_never_sees_it_go_back(
+    server: LiveServer,
+) -> None:
+    # Events reach the hub from the redeem answer, webhooks and the reconciler: their order is not guaranteed.
+    user = new_user()
+    async with ws_connect(server, init_payload=bearer(server, user)) as ws:
+        assert (await ws.receive())["type"] == "connection_ack"
+        op = await ws.subscribe(operation("RedemptionUpdated"))
+        await wait_for_subscribers(server, user, 1)
+        payload = await redeem(server, user, reward_to_redeem(server))
+        pending = await next_data(ws, op, "redemptionUpdated")
+        fulfilled = await next_data(ws, op, "redemptionUpdated")
+        assert (pending["status"], fulfilled["status"]) == ("PENDING", "FULFILLED")
+
+        await asyncio.to_thread(publish_stale_pending, server, user, payload["redemption"]["id"])
+        # A second redemption afterwards proves the stream goes on and the stale event was dropped.
+        second = await redeem(server, user, reward_to_redeem(server))
+        after = await next_data(ws, op, "redemptionUpdated")
+
+    assert (after["id"], after["status"]) == (second["redemption"]["id"], "PENDING")
+
+
+def publish_stale_pending(server: LiveServer, user: str, redemption_id: str) -> None:
+    """Publish, on the server's loop, the redemption as it was before it settled."""
+    import dataclasses
+
+    from providers import RedemptionStatus, RedemptionUpdated
+    from resolvers.ids import decode_global_id
+    from tests.support import run_on_server_loop
+
+    async def publish() -> None:
+        _, provider_id = decode_global_id(redemption_id, argument="id")
+        (settled,) = await server.provider.get_redemptions([provider_id])
+        stale = dataclasses.replace(settled, status=RedemptionStatus.PENDING, gift_card=None)
+        server.services.events.publish(RedemptionUpdated(user_id=user, redemption=stale))
+
+    run_on_server_loop(server, publish())
