@@ -15,9 +15,6 @@ from providers.rest.adapter import RestProvider
 if TYPE_CHECKING:
     from providers.sandbox.credentials import SandboxCredentials
 
-SANDBOX_CREDENTIALS_FILE = "sandbox-credentials.json"
-
-
 def rest_provider(settings: Settings, events: EventHub) -> RestProvider:
     """The provider factory for GIFTGRAPH_PROVIDER=rest (see giftgraph.app.ProviderFactory)."""
     base_url = _base_url(settings)
@@ -90,6 +87,14 @@ def _base_url(settings: Settings) -> str:
     return settings.provider_base_url.rstrip("/")
 
 
+def local_sandbox_credentials(settings: Settings) -> SandboxCredentials | None:
+    """In development, the generated credentials of a `giftgraph sandbox serve` on loopback that this
+    gateway talks to (started from the same data folder); None otherwise."""
+    if settings.provider != "rest" or not _uses_local_sandbox(settings, settings.provider_base_url or ""):
+        return None
+    return _sandbox_credentials(settings)
+
+
 def _uses_local_sandbox(settings: Settings, base_url: str) -> bool:
     return not settings.is_production and urlsplit(base_url).hostname in LOOPBACK_HOSTS
 
@@ -98,7 +103,7 @@ def _sandbox_credentials(settings: Settings) -> SandboxCredentials:
     from providers.sandbox.credentials import CredentialsError, load_or_create
 
     try:
-        return load_or_create(settings.data_dir / SANDBOX_CREDENTIALS_FILE)
+        return load_or_create(settings.sandbox_credentials_path)
     except (CredentialsError, OSError) as exc:
         # CredentialsError never quotes a secret; OSError names the path only.
         raise ConfigurationError(f"the local sandbox's credentials cannot be used: {exc}") from None

@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 
 import click
 
-from giftgraph.settings import ConfigurationError, Settings, load_settings
+from giftgraph.settings import SANDBOX_CREDENTIALS_FILE, ConfigurationError, Settings, load_settings
 
 if TYPE_CHECKING:  # imported when a sandbox command runs: `giftgraph --help` stays light
     from providers.sandbox.credentials import SandboxCredentials
 
-CREDENTIALS_FILE = "sandbox-credentials.json"
+CREDENTIALS_FILE = SANDBOX_CREDENTIALS_FILE
 DATABASE_FILE = "sandbox-service.db"  # its own ledger: never the embedded sandbox's sandbox.db
 SECRET_SETTINGS = {
     "api_key": "GIFTGRAPH_SANDBOX_API_KEY",
@@ -63,7 +63,7 @@ def service_credentials(settings: Settings) -> tuple[SandboxCredentials, Path | 
             return SandboxCredentials(**configured), None
         if settings.is_production:
             raise ConfigurationError(f"{', '.join(missing)} required when GIFTGRAPH_ENV=production")
-        path = settings.data_dir / CREDENTIALS_FILE
+        path = settings.sandbox_credentials_path
         generated = load_or_create(path)
         return SandboxCredentials(**{**asdict(generated), **configured}), path
     except (CredentialsError, OSError) as exc:
@@ -159,7 +159,7 @@ def grant(user_id: str, points: int, description: str | None, url: str | None) -
     if response.status_code == 401:
         raise click.ClickException(
             f"the sandbox service at {base_url} refused the credentials "
-            f"(GIFTGRAPH_SANDBOX_API_KEY / _API_SECRET or {settings.data_dir / CREDENTIALS_FILE})"
+            f"(GIFTGRAPH_SANDBOX_API_KEY / _API_SECRET or {settings.sandbox_credentials_path})"
         )
     try:
         payload = response.json()
@@ -182,7 +182,7 @@ def _api_key(settings: Settings) -> tuple[str, str]:
     configured = _configured(settings)
     if "api_key" in configured and "api_secret" in configured:
         return configured["api_key"], configured["api_secret"]
-    path = settings.data_dir / CREDENTIALS_FILE
+    path = settings.sandbox_credentials_path
     try:
         credentials = load(path)
     except CredentialsError as exc:

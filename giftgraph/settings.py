@@ -20,6 +20,7 @@ HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 JWKS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 MIN_SECRET_BYTES = 32
+SANDBOX_CREDENTIALS_FILE = "sandbox-credentials.json"
 
 DEFAULT_POINTS_PER_UNIT = {
     "USD": Decimal("100"),
@@ -270,6 +271,11 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return f"sqlite+aiosqlite:///{self.data_dir / 'giftgraph.db'}"
+
+    @property
+    def sandbox_credentials_path(self) -> Path:
+        """The development credentials `giftgraph sandbox serve` generates and a local gateway reads."""
+        return self.data_dir / SANDBOX_CREDENTIALS_FILE
 
     @property
     def sandbox_database_url(self) -> str:

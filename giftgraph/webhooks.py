@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from giftgraph.settings import LOOPBACK_HOSTS, ConfigurationError, Settings
+from giftgraph.settings import ConfigurationError, Settings
 from providers.rest.webhooks import InvalidWebhookEvent, WebhookRejected, WebhookVerifier
 from resolvers.webhooks import DEFAULT_RETRY_AFTER, WebhookDeferred, WebhookService
 
@@ -34,13 +33,12 @@ def webhook_secrets(settings: Settings) -> list[str]:
     `giftgraph sandbox serve` on loopback started from the same data folder, its generated one."""
     if settings.webhook_secrets:
         return [secret.get_secret_value() for secret in settings.webhook_secrets]
-    base_url = settings.provider_base_url or ""
-    if settings.provider != "rest" or settings.is_production or urlsplit(base_url).hostname not in LOOPBACK_HOSTS:
+    if settings.provider != "rest":
         return []
-    from giftgraph.rest import SANDBOX_CREDENTIALS_FILE
-    from providers.sandbox.credentials import load_or_create
+    from giftgraph.rest import local_sandbox_credentials
 
-    return [load_or_create(settings.data_dir / SANDBOX_CREDENTIALS_FILE).webhook_secret]
+    local = local_sandbox_credentials(settings)
+    return [] if local is None else [local.webhook_secret]
 
 
 def webhook_verifiers(settings: Settings) -> dict[str, WebhookVerifier]:
