@@ -82,6 +82,7 @@ EXPECTED_BY_CODE: dict[str, type[perr.ProviderError]] = {
     "forbidden": perr.ProviderAuthenticationFailed,
     "not_found": perr.ProviderPermanentFailure,
     "reward_not_found": perr.RewardNotFound,
+    "method_not_allowed": perr.ProviderPermanentFailure,  # our bug, not the provider's mood: never retried
     "idempotency_conflict": perr.IdempotencyConflict,
     "reward_unavailable": perr.RewardUnavailable,
     "invalid_face_value": perr.InvalidFaceValue,
