@@ -351,9 +351,12 @@ async def test_a_redemption_refused_before_the_work_is_retried_and_made_once(
     assert_one_redemption(service, request)
 
 
-async def test_the_aiohttp_transport_behaves_the_same(service: SandboxService, tmp_path: Path) -> None:
-    request = request_for(redeemable(service), "aiohttp-1")
-    async with connected(service, tmp_path, auth="oauth2", provider_transport="aiohttp") as rest:
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_either_transport_retries_a_reset_and_replays_a_lost_redemption(
+    service: SandboxService, tmp_path: Path, transport: str
+) -> None:
+    request = request_for(redeemable(service), f"{transport}-1")
+    async with connected(service, tmp_path, auth="oauth2", provider_transport=transport) as rest:
         service.fault("list_rewards", "reset")
         page = await rest.list_rewards(cursor=None, limit=4)
         service.fault("redeem", "lost_after_commit")
