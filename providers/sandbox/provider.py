@@ -29,7 +29,7 @@ from providers.events import BalanceChanged, EventHub, RedemptionUpdated
 from providers.sandbox.catalog import build_catalog, failing_reward_ids, money
 from providers.sandbox.config import SandboxConfig, SandboxFaults
 from providers.sandbox.fulfilment import Fulfiller, utcnow
-from providers.sandbox.rules import fingerprint, validate
+from providers.rules import fingerprint, validate
 from providers.sandbox.store import EffectCounts, SandboxStore, StoreClosedError
 
 MAX_PAGE_SIZE = 100
@@ -268,7 +268,7 @@ class SandboxProvider:
                     )
                 return RedeemResult(redemption, await ledger.balance(redemption.user_id), replayed=True)
 
-            reward = validate(request, self._rewards.get(request.reward_id))
+            reward = validate(request, self._rewards.get(request.reward_id), provider=self.name)
             await ledger.enrol(request.user_id, self.config.starting_balance, now)
             available = await ledger.debit(request.user_id, request.points, now)
             if available is None:

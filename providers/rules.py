@@ -1,4 +1,5 @@
-"""Pure redemption rules: what a redeem request must satisfy and how its idempotency fingerprint is taken."""
+"""Pure redemption rules, shared by the providers that keep points: what a redeem request must satisfy and how
+its idempotency fingerprint is taken."""
 
 from __future__ import annotations
 
@@ -9,23 +10,21 @@ from decimal import Decimal
 from providers.base import RedeemRequest, Reward, RewardAvailability
 from providers.errors import InvalidFaceValue, RewardNotFound, RewardUnavailable
 
-PROVIDER = "sandbox"
 
-
-def validate(request: RedeemRequest, reward: Reward | None) -> Reward:
+def validate(request: RedeemRequest, reward: Reward | None, *, provider: str) -> Reward:
     """The reward, if the request may redeem it; otherwise the ProviderError that says why not."""
     if reward is None:
-        raise RewardNotFound(f"no reward {request.reward_id!r}", provider=PROVIDER)
+        raise RewardNotFound(f"no reward {request.reward_id!r}", provider=provider)
     if reward.availability is not RewardAvailability.AVAILABLE:
         state = reward.availability.value.lower().replace("_", " ")
-        raise RewardUnavailable(f"reward {reward.id} is {state}", provider=PROVIDER)
+        raise RewardUnavailable(f"reward {reward.id} is {state}", provider=provider)
     face_value = request.face_value
     if not _whole_cents(face_value) or not reward.denomination.allows(face_value):
         raise InvalidFaceValue(
-            f"{face_value} {reward.currency_code} is not a face value of reward {reward.id}", provider=PROVIDER
+            f"{face_value} {reward.currency_code} is not a face value of reward {reward.id}", provider=provider
         )
     if request.points <= 0:
-        raise InvalidFaceValue("a redemption must cost a positive number of points", provider=PROVIDER)
+        raise InvalidFaceValue("a redemption must cost a positive number of points", provider=provider)
     return reward
 
 
