@@ -366,8 +366,8 @@ def test_given_a_redeem_cancelled_mid_provider_call_then_the_key_stays_pending_a
     variables = {
         "input": {"clientMutationId": "slow-1", "rewardId": reward["rewardId"], "faceValue": reward["faceValue"]}
     }
-    # 0.5 s for the live reward lookup, then the deadline (0.75 s) falls inside the redeem call's 0.5 s.
-    slow.provider.faults.latency = LATENCY
+    # The reward lookup is quick; the redeem call takes twice the deadline, which falls inside it.
+    slow.provider.faults.slow_down("redeem", 2 * DEADLINE)
 
     response = post(slow, REDEEM, variables, token=user)
 

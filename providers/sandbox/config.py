@@ -38,6 +38,7 @@ class SandboxFaults:
     seed: int | None = None
     _rng: random.Random = field(init=False, repr=False, compare=False)
     _scheduled: dict[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
+    _slow: dict[str, float] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -50,15 +51,23 @@ class SandboxFaults:
             raise ValueError("times must not be negative")
         self._scheduled[operation] = self._scheduled.get(operation, 0) + times
 
+    def slow_down(self, operation: str, seconds: float) -> None:
+        """Add `seconds` to every call of `operation` only (on top of `latency`)."""
+        if operation not in OPERATIONS:
+            raise ValueError(f"unknown operation {operation!r}; expected one of {sorted(OPERATIONS)}")
+        self._slow[operation] = seconds
+
     def clear(self) -> None:
         """Drop every scheduled failure and switch latency and random failures off."""
         self._scheduled.clear()
+        self._slow.clear()
         self.latency = 0.0
         self.failure_rate = 0.0
 
     async def apply(self, operation: str, *, provider: str) -> None:
-        if self.latency > 0:
-            await asyncio.sleep(self.latency)
+        delay = self.latency + self._slow.get(operation, 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
         remaining = self._scheduled.get(operation, 0)
         if remaining > 0:
             self._scheduled[operation] = remaining - 1
