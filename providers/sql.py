@@ -13,7 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, make_url
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Dialect, TypeDecorator, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 BUSY_TIMEOUT_MS = 10_000
@@ -75,3 +77,20 @@ def create_engine(database_url: str, *, logging_name: str) -> AsyncEngine:
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The same engine, with transactions that take SQLite's write lock when they begin."""
     return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes in, the same out: SQLite itself keeps no zone."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a timezone-aware one")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
