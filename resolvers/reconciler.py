@@ -41,7 +41,9 @@ class Reconciler:
             if self._stopping.is_set():
                 break
             outcome = await self._service.resume(item.user_id, item.key, item.fingerprint)
-            if outcome is not None and not any(e.code is RedeemErrorCode.REDEMPTION_IN_PROGRESS for e in outcome.errors):
+            if outcome is not None and not any(
+                e.code is RedeemErrorCode.REDEMPTION_IN_PROGRESS for e in outcome.errors
+            ):
                 settled += 1
         # Claims whose holder died before sending anything block nothing (a retry takes them over),
         # but would pile up: drop them once they are long dead.

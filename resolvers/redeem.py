@@ -243,7 +243,9 @@ class RedeemService:
             # Exponential, jittered, capped: a provider that stays down is not hammered by the reconciler.
             delay = min(self._max_defer, self._defer * 2 ** min(claim.attempts, 16)) * random.uniform(0.5, 1.0)
             await self._store.defer(claim, delay)
-            logger.warning("redeem outcome unknown; deferred", extra={"user_id": claim.user_id, "retry_in": round(delay, 2)})
+            logger.warning(
+                "redeem outcome unknown; deferred", extra={"user_id": claim.user_id, "retry_in": round(delay, 2)}
+            )
 
     async def _prepare(
         self, user_id: str, client_mutation_id: str, reward_id: str, face_value: Decimal
@@ -259,7 +261,9 @@ class RedeemService:
             return _failure(code.REWARD_NOT_FOUND, "No reward has that id.", "rewardId"), False
         points = self._pricing.point_cost_for(reward, face_value)
         if points is None:
-            return _failure(code.INVALID_FACE_VALUE, "This reward cannot be redeemed at that face value.", "faceValue"), False
+            return _failure(
+                code.INVALID_FACE_VALUE, "This reward cannot be redeemed at that face value.", "faceValue"
+            ), False
         if reward.availability is not RewardAvailability.AVAILABLE:
             return _failure(code.REWARD_UNAVAILABLE, "This reward is not available right now.", "rewardId"), True
         return RedeemRequest(
@@ -279,11 +283,15 @@ class RedeemService:
         except perr.InsufficientPoints:
             return _failure(code.INSUFFICIENT_POINTS, "Not enough points for this reward."), _Settle.COMPLETE
         except perr.RewardUnavailable:
-            return _failure(code.REWARD_UNAVAILABLE, "This reward is not available right now.", "rewardId"), _Settle.COMPLETE
+            return _failure(
+                code.REWARD_UNAVAILABLE, "This reward is not available right now.", "rewardId"
+            ), _Settle.COMPLETE
         except perr.RewardNotFound:
             return _failure(code.REWARD_NOT_FOUND, "No reward has that id.", "rewardId"), _Settle.RELEASE
         except perr.InvalidFaceValue:
-            return _failure(code.INVALID_FACE_VALUE, "This reward cannot be redeemed at that face value.", "faceValue"), _Settle.RELEASE
+            return _failure(
+                code.INVALID_FACE_VALUE, "This reward cannot be redeemed at that face value.", "faceValue"
+            ), _Settle.RELEASE
         except perr.IdempotencyConflict:
             return _failure(
                 code.IDEMPOTENCY_KEY_REUSED,
@@ -304,7 +312,8 @@ class RedeemService:
 
 def _unavailable() -> RedeemOutcome:
     return _failure(
-        RedeemErrorCode.PROVIDER_UNAVAILABLE, "The reward provider is unavailable; retry with the same clientMutationId."
+        RedeemErrorCode.PROVIDER_UNAVAILABLE,
+        "The reward provider is unavailable; retry with the same clientMutationId.",
     )
 
 

@@ -231,3 +231,11 @@ def idempotency_rows(server: LiveServer) -> int:
             return (await conn.execute(sqlalchemy.text("SELECT count(*) FROM idempotency_keys"))).scalar_one()
 
     return run_on_server_loop(server, count())
+
+
+def eventually(check: Any, *, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Wait until `check()` is true; fail the test after `timeout` seconds (background work: reconcilers...)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(interval)

@@ -20,7 +20,15 @@ import pytest
 from resolvers.ids import encode_global_id
 from resolvers.redeem import provider_idempotency_key
 from tests.sandbox_service import SandboxService, running_sandbox_service
-from tests.support import LiveServer, codes, live_server, make_settings, operation, post
+from tests.support import (
+    LiveServer,
+    codes,
+    eventually,
+    live_server,
+    make_settings,
+    operation,
+    post,
+)
 
 REDEEM = operation("Redeem")
 VIEWER_BALANCE = operation("ViewerBalance")
@@ -116,19 +124,10 @@ def debits(sandbox: SandboxService, user_id: str) -> int:
         return conn.execute(query, (user_id,)).fetchone()[0]
 
 
-def eventually(check: Any, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 # Reads: a temporary fault is retried away; a lasting one is PROVIDER_UNAVAILABLE
 
 
-@pytest.mark.parametrize(
-    "fault", ["error_502", "error_503", "error_504", "rate_limit_429", "hang", "reset"]
-)
+@pytest.mark.parametrize("fault", ["error_502", "error_503", "error_504", "rate_limit_429", "hang", "reset"])
 def test_given_one_temporary_fault_on_a_read_then_the_gateway_retries_and_the_client_gets_the_data(
     gateway: LiveServer, sandbox: SandboxService, fault: str
 ) -> None:
@@ -236,7 +235,9 @@ def test_given_a_redemption_the_user_cannot_afford_then_a_typed_user_error_and_n
     gateway: LiveServer, sandbox: SandboxService
 ) -> None:
     user_id = user()
-    reward = next(r for r in sandbox.provider.catalog if r.availability.value == "AVAILABLE" and r.denomination.max_value >= 150)
+    reward = next(
+        r for r in sandbox.provider.catalog if r.availability.value == "AVAILABLE" and r.denomination.max_value >= 150
+    )
     face_value = max(v for v in (reward.denomination.face_values or (reward.denomination.max_value,)))
     variables = {
         "input": {

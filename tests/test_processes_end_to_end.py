@@ -55,9 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
     data_dir = tmp_path_factory.mktemp("two-processes")
     sandbox_port, gateway_port = _free_port(), _free_port()
     sandbox_url, gateway_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{gateway_port}"
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith("GIFTGRAPH_")
-    } | {
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GIFTGRAPH_")} | {
         "GIFTGRAPH_DATA_DIR": str(data_dir),
         "GIFTGRAPH_SANDBOX_URL": sandbox_url,
         "GIFTGRAPH_SANDBOX_FULFILMENT_DELAY": "0.3",
@@ -140,12 +138,18 @@ def test_given_both_processes_when_a_reward_is_redeemed_then_the_gateway_answers
     headers = {"Authorization": bearer(user)["authorization"]}
     catalog = httpx.post(
         f"{stack.gateway_url}/graphql",
-        json={"query": "{ catalog(first: 20) { edges { node { id availability denomination { minValue { amount } } pointCost } } } }"},
+        json={
+            "query": "{ catalog(first: 20) { edges { node { id availability denomination { minValue { amount } } pointCost } } } }"
+        },
         timeout=30,
     ).json()["data"]["catalog"]["edges"]
     reward = next(edge["node"] for edge in catalog if edge["node"]["availability"] == "AVAILABLE")
     variables = {
-        "input": {"clientMutationId": "e2e-1", "rewardId": reward["id"], "faceValue": reward["denomination"]["minValue"]["amount"]}
+        "input": {
+            "clientMutationId": "e2e-1",
+            "rewardId": reward["id"],
+            "faceValue": reward["denomination"]["minValue"]["amount"],
+        }
     }
 
     payloads = [

@@ -7,7 +7,6 @@ call), or refuses before doing anything (what a connection error does).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,16 @@ from providers import EventHub, RedeemRequest, RedeemResult
 from providers.errors import ProviderUnavailable, RedemptionOutcomeUnknown
 from providers.sandbox import SandboxConfig, SandboxProvider
 from resolvers.redeem import provider_idempotency_key
-from tests.support import LiveServer, gql, live_server_with_provider, make_settings, operation, reward_to_redeem, run_on_server_loop
+from tests.support import (
+    LiveServer,
+    eventually,
+    gql,
+    live_server_with_provider,
+    make_settings,
+    operation,
+    reward_to_redeem,
+    run_on_server_loop,
+)
 
 REDEEM = operation("Redeem")
 HISTORY = operation("History")
@@ -91,13 +99,6 @@ def pending_keys(server: LiveServer) -> int:
             )
 
     return run_on_server_loop(server, count())
-
-
-def eventually(check: Any, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def test_given_the_answer_lost_after_commit_then_the_client_sees_pending_and_the_reconciler_settles_it_once(

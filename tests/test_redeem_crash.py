@@ -28,7 +28,7 @@ from giftgraph.settings import Settings
 from resolvers.ids import encode_global_id
 from resolvers.redeem import provider_idempotency_key
 from tests.sandbox_service import SandboxService, running_sandbox_service
-from tests.support import TEST_SECRET, operation
+from tests.support import TEST_SECRET, eventually, operation
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +131,13 @@ def token(user_id: str) -> str:
 def redeem_variables(sandbox: SandboxService, cmid: str) -> dict[str, Any]:
     reward = next(r for r in sandbox.provider.catalog if r.availability.value == "AVAILABLE")
     face_value = reward.denomination.min_value
-    return {"input": {"clientMutationId": cmid, "rewardId": encode_global_id("Reward", reward.id), "faceValue": str(face_value)}}
+    return {
+        "input": {
+            "clientMutationId": cmid,
+            "rewardId": encode_global_id("Reward", reward.id),
+            "faceValue": str(face_value),
+        }
+    }
 
 
 def post_redeem(gateway: Gateway, user_id: str, variables: dict[str, Any], *, timeout: float = 60) -> dict[str, Any]:
@@ -142,13 +148,6 @@ def post_redeem(gateway: Gateway, user_id: str, variables: dict[str, Any], *, ti
         timeout=timeout,
     )
     return response.json()["data"]["redeem"]
-
-
-def eventually(check: Any, *, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 def in_flight(gateway: Gateway, user_id: str, variables: dict[str, Any]) -> concurrent.futures.Future[Any]:
@@ -176,10 +175,10 @@ def test_given_the_gateway_killed_mid_redemption_when_it_restarts_then_exactly_o
     request = in_flight(gateway, user, variables)
     # Kill once the provider has the call: committed already, or still sleeping before it commits.
     if committed_before_kill:
-        eventually(lambda: sandbox.stats()["redemptions_by_key"].get(key) == 1)
+        eventually(timeout=20, check=lambda: sandbox.stats()["redemptions_by_key"].get(key) == 1)
     else:
         # The gateway records the request just before sending it; the sandbox then sleeps 10 s first.
-        eventually(lambda: gateway.recorded_requests() == 1)
+        eventually(timeout=20, check=lambda: gateway.recorded_requests() == 1)
         time.sleep(0.5)
         assert sandbox.stats()["redemptions_by_key"].get(key) is None
     gateway.kill()
@@ -188,7 +187,7 @@ def test_given_the_gateway_killed_mid_redemption_when_it_restarts_then_exactly_o
     assert gateway.unsettled_keys() == 1  # the dead process left its key, with the request recorded
 
     gateway.start()
-    eventually(lambda: gateway.unsettled_keys() == 0)  # the new process's reconciler settled it
+    eventually(timeout=20, check=lambda: gateway.unsettled_keys() == 0)  # the new process's reconciler settled it
     retried = post_redeem(gateway, user, variables)
 
     assert retried["userErrors"] == []
