@@ -16,9 +16,11 @@ from starlette.routing import Route, WebSocketRoute
 
 from giftgraph.auth import TokenVerifier
 from giftgraph.csrf import cors_middleware
+from giftgraph.loyalty import loyalty_route, loyalty_verifier
 from giftgraph.middleware import RequestIdMiddleware
 from giftgraph.persisted import ManifestError, persisted_queries
 from giftgraph.ratelimit import protections
+from giftgraph.sellers import funding_check, metrics, seller_webhook_routes
 from giftgraph.settings import ConfigurationError, Settings
 from giftgraph.view import GiftgraphView
 from giftgraph.webhooks import webhook_route, webhook_verifiers
@@ -59,7 +61,11 @@ def provider_factory_for(settings: Settings) -> ProviderFactory:
         from giftgraph.rest import rest_provider  # httpx, tenacity...: loaded only when used
 
         return rest_provider
-    return sandbox_provider
+    if settings.provider == "sandbox":
+        return sandbox_provider
+    from giftgraph.fulfilment import ledger_provider  # the points ledger with Tremendous or Tango
+
+    return ledger_provider
 
 
 def create_app(settings: Settings, *, provider_factory: ProviderFactory | None = None) -> Starlette:
@@ -67,6 +73,7 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory | None =
     make_provider = provider_factory or provider_factory_for(settings)
     verifier = TokenVerifier(settings)
     webhooks = webhook_verifiers(settings)
+    loyalty = loyalty_verifier(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -134,18 +141,22 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory | None =
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> JSONResponse:
-        checks = {"provider": "ok", "database": "ok"}
+        checks: dict[str, object] = {"provider": "ok", "database": "ok"}
+        provider = request.app.state.services.provider
         try:
-            await request.app.state.services.provider.check()
+            await provider.check()
         except ProviderError:
             checks["provider"] = "unavailable"
+        funding = await funding_check(provider)  # the company account at a seller: operators watch it
+        if funding is not None:
+            checks["funding"] = funding
         try:
             async with request.app.state.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception:  # any driver failure means "not ready", never a 500
             logger.warning("readiness: database check failed", exc_info=True)
             checks["database"] = "unavailable"
-        ready = all(value == "ok" for value in checks.values())
+        ready = checks["provider"] == "ok" and checks["database"] == "ok"
         return JSONResponse({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 
     try:
@@ -178,6 +189,9 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory | None =
             WebSocketRoute("/graphql", view),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            loyalty_route(loyalty),
+            *seller_webhook_routes(),
             webhook_route(webhooks),  # server to server: signed, so outside the view's CSRF check
         ],
         middleware=[

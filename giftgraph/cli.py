@@ -1,4 +1,4 @@
-"""The `giftgraph` command: serve, token, export-schema, persisted-operations, and `sandbox ...`."""
+"""The `giftgraph` command: serve, token, export-schema, persisted-operations, `sandbox ...` and `points ...`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from giftgraph.points_cli import points
 from giftgraph.sandbox_cli import sandbox
 from giftgraph.settings import ConfigurationError, Settings, load_settings
 
@@ -109,3 +110,4 @@ def persisted_operations(operations: Path, path: Path, check: bool) -> None:
 
 
 main.add_command(sandbox)
+main.add_command(points)

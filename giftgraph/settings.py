@@ -61,7 +61,9 @@ class Settings(BaseSettings):
 
     # "sandbox": the embedded sandbox, in process (the one-command start). "rest": a provider speaking the
     # sandbox's REST contract (providers/sandbox/openapi.json) at `provider_base_url`, e.g. `giftgraph sandbox serve`.
-    provider: Literal["sandbox", "rest"] = "sandbox"
+    # "tremendous" / "tango": giftgraph's own points ledger (in the gateway database) with that provider
+    # fulfilling the orders (issue #4).
+    provider: Literal["sandbox", "rest", "tremendous", "tango"] = "sandbox"
     sandbox_starting_balance: int = Field(10_000, ge=0)
     sandbox_fulfilment_delay: float = Field(2.0, ge=0)
     sandbox_latency: float = Field(0.0, ge=0)
@@ -95,6 +97,35 @@ class Settings(BaseSettings):
     provider_retry_budget_min_per_second: float = Field(2.0, ge=0)  # ...plus this floor
     provider_breaker_failure_threshold: int = Field(5, ge=1)  # consecutive failures that open the circuit
     provider_breaker_cooldown_seconds: float = Field(10.0, gt=0)  # fail fast this long, then let one probe through
+
+    # The points ledger (provider=tremendous|tango): points come from the loyalty system's signed
+    # `points.earned` webhooks (POST /webhooks/loyalty) and `giftgraph points grant`.
+    ledger_starting_balance: int = Field(0, ge=0)  # points a user seen for the first time gets (0: none)
+    loyalty_webhook_secrets: list[SecretStr] = []  # Standard Webhooks secrets of the loyalty system
+    # Fernet keys (urlsafe base64 of 32 bytes) for gift cards at rest; the first encrypts, all decrypt
+    # (rotation). Unset in development: generated once into data_dir/card-keys.json (0600).
+    card_encryption_keys: list[SecretStr] = []
+    funding_balance_ttl_seconds: float = Field(30.0, ge=0)  # how long a provider's funding balance is trusted
+
+    # Tremendous (REST v2): Bearer API key; testflight is its sandbox.
+    tremendous_base_url: str = "https://testflight.tremendous.com/api/v2"
+    tremendous_api_key: SecretStr | None = None
+    tremendous_funding_source_id: str = "balance"
+    tremendous_webhook_secret: SecretStr | None = None  # the webhook's private key (HMAC-SHA256 of the body)
+    tremendous_rate_limit_per_second: float = Field(10.0, ge=0)
+
+    # Tango Card RaaS v2: HTTP Basic (platform name and key) or OAuth2 client credentials.
+    tango_base_url: str = "https://integration-api.tangocard.com/raas/v2"
+    tango_auth: Literal["basic", "oauth2"] = "basic"
+    tango_platform_name: str | None = None
+    tango_platform_key: SecretStr | None = None
+    tango_client_id: str | None = None
+    tango_client_secret: SecretStr | None = None
+    tango_token_url: str | None = None
+    tango_account_identifier: str | None = None
+    tango_customer_identifier: str | None = None
+    tango_webhook_secret: SecretStr | None = None  # base64 shared secret (HMAC-SHA256)
+    tango_rate_limit_per_second: float = Field(1.0, ge=0)
 
     # Redemptions whose outcome the provider left unknown stay PENDING; the reconciler settles them.
     reconcile_interval_seconds: float = Field(2.0, gt=0)

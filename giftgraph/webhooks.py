@@ -62,7 +62,7 @@ def webhook_route(verifiers: Mapping[str, WebhookVerifier]) -> Route:
             known = provider in CONTRACT_PROVIDERS
             message = "webhooks are not configured for this provider" if known else "no such provider"
             return _error(404, "not_found", message)
-        body = await _read_body(request)
+        body = await read_body(request)
         if body is None:
             return _error(413, "payload_too_large", f"a webhook body is at most {MAX_BODY_BYTES} bytes")
         try:
@@ -89,7 +89,7 @@ def webhook_route(verifiers: Mapping[str, WebhookVerifier]) -> Route:
     return Route("/webhooks/{provider}", receive_webhook, methods=["POST"])
 
 
-async def _read_body(request: Request) -> bytes | None:
+async def read_body(request: Request) -> bytes | None:
     """The raw body (the signature covers these bytes), or None beyond MAX_BODY_BYTES, read no further."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:

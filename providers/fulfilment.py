@@ -105,5 +105,8 @@ class FulfilmentProvider(Protocol):
     async def find_order(self, reference: str) -> Order | None:
         """The order placed under `reference`, or None when the provider has none."""
 
+    async def order_for_event(self, event: OrderEvent) -> Order | None:
+        """The order a webhook event is about, read live (some providers' events carry only their own ids)."""
+
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[FulfilmentEvent]:
         """The events of a webhook delivery; WebhookSignatureInvalid unless it is proven genuine."""

@@ -10,10 +10,9 @@ Statement parameters are hidden from logs and errors: they can be secrets.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Dialect, TypeDecorator, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine

@@ -26,10 +26,10 @@ from providers.base import (
 )
 from providers.errors import IdempotencyConflict, InsufficientPoints, ProviderError, ProviderUnavailable
 from providers.events import BalanceChanged, EventHub, RedemptionUpdated
+from providers.rules import fingerprint, validate
 from providers.sandbox.catalog import build_catalog, failing_reward_ids, money
 from providers.sandbox.config import SandboxConfig, SandboxFaults
 from providers.sandbox.fulfilment import Fulfiller, utcnow
-from providers.rules import fingerprint, validate
 from providers.sandbox.store import EffectCounts, SandboxStore, StoreClosedError
 
 MAX_PAGE_SIZE = 100

@@ -21,7 +21,7 @@ import httpx
 
 from providers.base import Denomination, DenominationKind, GiftCard, Reward, RewardAvailability
 from providers.errors import IdempotencyConflict, ProviderMalformedResponse, ProviderPermanentFailure
-from providers.fulfilment import FulfilmentEvent, FundingBalance, Order, OrderRequest, OrderStatus
+from providers.fulfilment import FulfilmentEvent, FundingBalance, Order, OrderEvent, OrderRequest, OrderStatus
 from providers.http import HttpPolicy, ProviderHttpClient, parse_model
 from providers.tango import wire
 from providers.tango.auth import AuthMode, tango_auth
@@ -137,6 +137,10 @@ class TangoProvider:
                 maybe_committed=False,
             )
         return to_order(order, request.reference)
+
+    async def order_for_event(self, event: OrderEvent) -> Order | None:
+        """Tango's events name our externalRefID: the order is looked up by it."""
+        return await self.find_order(event.reference) if event.reference else None
 
     async def find_order(self, reference: str) -> Order | None:
         if not REFERENCE.fullmatch(reference):

@@ -1,0 +1,101 @@
+"""POST /webhooks/loyalty: points earned in the app's loyalty system, credited to giftgraph's points ledger.
+
+Standard Webhooks signatures (GIFTGRAPH_LOYALTY_WEBHOOK_SECRETS); the body is
+{"type": "points.earned", "timestamp", "data": {"user_id", "points", "reason"?}}. The ledger records
+the credit and the webhook id in one transaction, so a retried delivery credits once. Only with a
+provider that keeps its points in the ledger (tremendous, tango); 404 otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from giftgraph.settings import ConfigurationError, Settings
+from giftgraph.webhooks import MAX_BODY_BYTES, read_body
+from providers.errors import InsufficientPoints
+from providers.events import BalanceChanged
+from providers.rest.webhooks import WebhookRejected, WebhookVerifier
+
+logger = logging.getLogger(__name__)
+
+SOURCE = "webhook:loyalty"
+MAX_POINTS = 1_000_000_000
+
+
+class _Earned(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    user_id: Annotated[str, Field(min_length=1, max_length=255)]
+    points: Annotated[int, Field(gt=0, le=MAX_POINTS)]
+    reason: Annotated[str, Field(max_length=500)] = "Points earned"
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    type: str
+    data: dict[str, Any]
+
+
+def loyalty_verifier(settings: Settings) -> WebhookVerifier | None:
+    secrets = [secret.get_secret_value() for secret in settings.loyalty_webhook_secrets]
+    if not secrets:
+        return None
+    try:
+        return WebhookVerifier(secrets, tolerance=settings.webhook_tolerance_seconds)
+    except ValueError as exc:
+        raise ConfigurationError(f"GIFTGRAPH_LOYALTY_WEBHOOK_SECRETS: {exc}") from None
+
+
+def loyalty_route(verifier: WebhookVerifier | None) -> Route:
+    async def receive(request: Request) -> JSONResponse:
+        ledger = getattr(request.app.state.services.provider, "ledger", None)
+        if verifier is None or ledger is None:
+            return _answer(404, "not_found", "loyalty webhooks are not configured")
+        body = await read_body(request)
+        if body is None:
+            return _answer(413, "payload_too_large", f"a webhook body is at most {MAX_BODY_BYTES} bytes")
+        try:
+            event_id = verifier.authenticate(request.headers, body)
+        except WebhookRejected as exc:
+            logger.warning("loyalty webhook refused: not verified", extra={"reason": str(exc)})
+            return _answer(401, "invalid_signature", "the webhook signature could not be verified")
+        try:
+            event = _Event.model_validate_json(body)
+            if event.type != "points.earned":
+                return JSONResponse({"status": "ignored"})
+            earned = _Earned.model_validate(event.data)
+        except ValidationError:
+            return _answer(400, "invalid_event", "the body is not a points.earned event")
+        log = {"webhook_id": event_id, "user_id": earned.user_id}
+        try:
+            granted = await ledger.grant(
+                earned.user_id, earned.points, reason=earned.reason, source=SOURCE, event_id=event_id
+            )
+        except InsufficientPoints:  # unreachable for a credit; kept so no input can give a 500
+            return _answer(400, "invalid_event", "the grant cannot be applied")
+        except Exception as exc:  # the database: the sender retries a 503
+            logger.error("loyalty webhook failed", extra={**log, "error": type(exc).__name__})
+            return JSONResponse(
+                {"error": {"code": "unavailable", "message": "try again later"}},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        if granted is None:
+            logger.info("loyalty webhook duplicate", extra=log)
+            return JSONResponse({"status": "duplicate"})
+        request.app.state.services.events.publish(BalanceChanged(user_id=earned.user_id, balance=granted.balance))
+        logger.info("loyalty points credited", extra={**log, "points": earned.points})
+        return JSONResponse({"status": "processed"})
+
+    return Route("/webhooks/loyalty", receive, methods=["POST"])
+
+
+def _answer(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)

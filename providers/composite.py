@@ -1,0 +1,369 @@
+"""`LedgerProvider`: giftgraph's own points ledger and a gift-card seller behind the RewardsProvider port.
+
+A redemption is a saga that never loses points and never orders twice: reserve the points and
+record the redemption PENDING under the idempotency key (one database transaction) → order
+upstream with a reference derived from that key → FULFILLED with the card, PENDING for delivery
+later, or FAILED with the points refunded. When the order's outcome is unknown (or the process
+died before ordering) the redemption stays PENDING and the order reconciler looks the order up by
+its reference, placing it when the provider has none, until it settles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from providers.base import (
+    Balance,
+    CallCounts,
+    RedeemRequest,
+    RedeemResult,
+    Redemption,
+    RedemptionStatus,
+    Reward,
+    RewardPage,
+    Transaction,
+    TransactionKind,
+    TransactionPage,
+)
+from providers.errors import (
+    IdempotencyConflict,
+    InvalidFaceValue,
+    ProviderAuthenticationFailed,
+    ProviderError,
+    ProviderPermanentFailure,
+    ProviderUnavailable,
+    RewardNotFound,
+    RewardUnavailable,
+)
+from providers.events import BalanceChanged, EventHub, RedemptionUpdated
+from providers.fulfilment import FulfilmentProvider, FundingBalance, Order, OrderEvent, OrderRequest, OrderStatus
+from providers.ledger import PointsLedger
+from providers.rules import fingerprint, validate
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 100
+# Answers that prove the order was not placed and never will be with this request: refund.
+REFUSALS = (InvalidFaceValue, RewardUnavailable, RewardNotFound, IdempotencyConflict, ProviderPermanentFailure)
+
+
+def order_reference(idempotency_key: str) -> str:
+    """The provider's idempotency reference for a key: stable, alphanumeric, 42 characters (Tango allows 100)."""
+    return "gg" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SagaTiming:
+    catalog_ttl: float = 30.0  # the seller's catalog is read at most this often (the gateway caches above)
+    funding_ttl: float = 30.0  # the company account's balance is trusted this long
+    first_check: float = 30.0  # a new PENDING redemption is left to its own saga this long
+    reconcile_interval: float = 2.0
+    max_backoff: float = 300.0
+
+
+class LedgerProvider:
+    """The port answered from the points ledger, with orders placed at a `FulfilmentProvider`."""
+
+    def __init__(
+        self,
+        *,
+        ledger: PointsLedger,
+        fulfilment: FulfilmentProvider,
+        events: EventHub,
+        timing: SagaTiming = SagaTiming(),
+        clock: Callable[[], float] = time.monotonic,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = fulfilment.name
+        self.ledger = ledger
+        self.fulfilment = fulfilment
+        self.calls = CallCounts()
+        self._events = events
+        self._timing = timing
+        self._clock = clock
+        self._catalog: tuple[Reward, ...] = ()
+        self._catalog_by_id: dict[str, Reward] = {}
+        self._catalog_at = float("-inf")
+        self._catalog_refresh: asyncio.Lock = asyncio.Lock()
+        self._funding: FundingBalance | None = None
+        self._funding_at = float("-inf")
+        self._reconciler: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._on_close = on_close  # e.g. dispose the ledger's engine, which the factory made
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        await self.ledger.start()
+        await self.fulfilment.start()
+        self._stopping.clear()
+        self._reconciler = asyncio.create_task(self._reconcile_forever(), name=f"{self.name}-order-reconciler")
+
+    async def aclose(self) -> None:
+        task, self._reconciler = self._reconciler, None
+        if task is not None:
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 5.0)
+            except TimeoutError:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.fulfilment.aclose()
+        if self._on_close is not None:
+            await self._on_close()
+
+    async def check(self) -> None:
+        self.calls.add("check")
+        await self.funding_balance(fresh=True)
+
+    async def funding_balance(self, *, fresh: bool = False) -> FundingBalance:
+        """The company account at the seller (operators see it in /readyz); cached for funding_ttl."""
+        if fresh or self._funding is None or self._clock() - self._funding_at > self._timing.funding_ttl:
+            self._funding = await self.fulfilment.funding_balance()
+            self._funding_at = self._clock()
+        return self._funding
+
+    # Catalog: the seller's
+
+    async def list_rewards(self, *, cursor: str | None, limit: int) -> RewardPage:
+        self.calls.add("list_rewards")
+        catalog = await self._current_catalog()
+        limit = min(max(limit, 1), MAX_PAGE_SIZE)
+        start = 0
+        if cursor is not None:
+            positions = {reward.id: index for index, reward in enumerate(catalog)}
+            if cursor not in positions:
+                raise ProviderError("invalid cursor", provider=self.name)
+            start = positions[cursor] + 1
+        items = catalog[start : start + limit]
+        more = start + limit < len(catalog)
+        return RewardPage(items=items, next_cursor=items[-1].id if more and items else None)
+
+    async def get_rewards(self, ids: Sequence[str]) -> list[Reward | None]:
+        self.calls.add("get_rewards")
+        await self._current_catalog()
+        return [self._catalog_by_id.get(reward_id) for reward_id in ids]
+
+    async def _current_catalog(self) -> tuple[Reward, ...]:
+        if self._clock() - self._catalog_at <= self._timing.catalog_ttl:
+            return self._catalog
+        async with self._catalog_refresh:  # concurrent misses share one read of the seller's catalog
+            if self._clock() - self._catalog_at > self._timing.catalog_ttl:
+                catalog = tuple(await self.fulfilment.catalog())
+                self._catalog, self._catalog_by_id = catalog, {reward.id: reward for reward in catalog}
+                self._catalog_at = self._clock()
+        return self._catalog
+
+    def invalidate_catalog(self) -> None:
+        self._catalog_at = float("-inf")
+
+    # Points: the ledger's
+
+    async def get_balances(self, user_ids: Sequence[str]) -> list[Balance]:
+        self.calls.add("get_balances")
+        return await self.ledger.balances(user_ids)
+
+    async def list_transactions(
+        self,
+        user_id: str,
+        *,
+        kinds: frozenset[TransactionKind] | None,
+        older_than: int | None,
+        newer_than: int | None,
+        limit: int,
+        from_oldest: bool = False,
+    ) -> TransactionPage:
+        self.calls.add("list_transactions")
+        return await self.ledger.transactions(
+            user_id, kinds=kinds, older_than=older_than, newer_than=newer_than, limit=limit, from_oldest=from_oldest
+        )
+
+    async def get_transactions(self, ids: Sequence[str]) -> list[Transaction | None]:
+        self.calls.add("get_transactions")
+        return await self.ledger.transactions_by_id(ids) if ids else []
+
+    async def get_redemptions(self, ids: Sequence[str]) -> list[Redemption | None]:
+        self.calls.add("get_redemptions")
+        return await self.ledger.redemptions_by_id(ids) if ids else []
+
+    # The saga
+
+    async def redeem(self, request: RedeemRequest) -> RedeemResult:
+        self.calls.add("redeem")
+        reference = order_reference(request.idempotency_key)
+        try:
+            reward = await self._reward_for(request, reference)
+        except ProviderError as exc:
+            # Nothing is reserved before this point and the ledger is ours: whatever the seller's answer
+            # was (a 5xx while reading the catalog, say), this redemption certainly did not happen.
+            exc.maybe_committed = False
+            raise
+        # One transaction: a replay, a conflict (caught here, before any call: Tango would replay another
+        # item's order), or the debit and the PENDING redemption.
+        reserved = await self.ledger.reserve(
+            request, fingerprint=fingerprint(request), reference=reference, reward=reward
+        )
+        if reserved.replayed:
+            return RedeemResult(reserved.redemption, reserved.balance, replayed=True)
+        await self.ledger.defer(reserved.redemption.id, self._timing.first_check)
+        self._publish(reserved.redemption, reserved.balance)
+        settled = await self._order(
+            reserved.redemption,
+            OrderRequest(
+                reference=reference,
+                reward_id=reward.id,
+                face_value=request.face_value,
+                currency_code=reward.currency_code,
+                recipient_name=request.user_id,
+            ),
+        )
+        if settled is None:
+            return RedeemResult(reserved.redemption, reserved.balance)
+        return RedeemResult(settled[0], settled[1])
+
+    async def _reward_for(self, request: RedeemRequest, reference: str) -> Reward:
+        """The reward to reserve for: checked and funded for a new redemption, as it was for a replay."""
+        previous = await self.ledger.redemption_by_reference(reference)
+        (reward,) = await self.get_rewards([request.reward_id])
+        if previous is None:
+            reward = validate(request, reward, provider=self.name)
+            await self._require_funding(reward, request)
+            return reward
+        if reward is not None:
+            return reward
+        # A replay must not depend on the seller still listing the reward: use the copy taken at reserve.
+        snapshot = await self.ledger.reward_snapshot(previous.id)
+        if snapshot is None:
+            raise RewardNotFound(f"no reward {request.reward_id!r}", provider=self.name)
+        return snapshot
+
+    async def _require_funding(self, reward: Reward, request: RedeemRequest) -> None:
+        """Refuse before reserving when the company account cannot pay: the user's points stay untouched."""
+        funding = await self.funding_balance()
+        if funding.currency_code == reward.currency_code and funding.available < request.face_value:
+            logger.warning("funding balance too low", extra={"provider": self.name, "currency": funding.currency_code})
+            raise ProviderUnavailable("the provider's funding balance cannot cover this redemption", provider=self.name)
+
+    async def _order(self, redemption: Redemption, order: OrderRequest) -> tuple[Redemption, Balance] | None:
+        """Place the order and settle what its answer decides; None when it stays PENDING."""
+        try:
+            placed = await self.fulfilment.place_order(order)
+        except REFUSALS + (ProviderAuthenticationFailed,) as exc:
+            logger.warning("order refused", extra={"provider": self.name, "error": type(exc).__name__})
+            settled = await self._settle(
+                redemption.id, status=RedemptionStatus.FAILED, reason="The provider refused the order"
+            )
+            if isinstance(exc, IdempotencyConflict):
+                # The seller holds another order under this reference (Tremendous' 409): the points are
+                # back, and the client learns that its clientMutationId cannot be used for this request.
+                exc.maybe_committed = False
+                raise
+            return settled
+        except ProviderError as exc:
+            # Not placed, or placed without our learning it: the reconciler looks the reference up.
+            logger.warning("order outcome unknown", extra={"provider": self.name, "error": type(exc).__name__})
+            return None
+        return await self._apply(redemption.id, placed)
+
+    async def _apply(self, redemption_id: str, order: Order) -> tuple[Redemption, Balance] | None:
+        if order.status is OrderStatus.FULFILLED:
+            return await self._settle(redemption_id, status=RedemptionStatus.FULFILLED, order=order)
+        if order.status is OrderStatus.FAILED:
+            return await self._settle(
+                redemption_id, status=RedemptionStatus.FAILED, order=order, reason=order.failure_reason
+            )
+        await self.ledger.mark_ordered(redemption_id, order.order_id)
+        return None
+
+    async def _settle(
+        self,
+        redemption_id: str,
+        *,
+        status: RedemptionStatus,
+        order: Order | None = None,
+        reason: str | None = None,
+    ) -> tuple[Redemption, Balance] | None:
+        result = await self.ledger.settle(
+            redemption_id,
+            status=status,
+            order_id=None if order is None else order.order_id,
+            gift_card=None if order is None else order.gift_card,
+            failure_reason=(reason or "The provider could not fulfil this reward")
+            if status is RedemptionStatus.FAILED
+            else None,
+        )
+        if result is None:
+            return None  # settled meanwhile (a webhook, the reconciler)
+        self._publish(result.redemption, result.balance)
+        logger.info("redemption settled", extra={"provider": self.name, "status": status.value})
+        return result.redemption, result.balance
+
+    def _publish(self, redemption: Redemption, balance: Balance) -> None:
+        self._events.publish(BalanceChanged(user_id=redemption.user_id, balance=balance))
+        self._events.publish(RedemptionUpdated(user_id=redemption.user_id, redemption=redemption))
+
+    # Webhooks and the reconciler
+
+    async def settle_event(self, event: OrderEvent) -> bool:
+        """Settle the redemption a verified order webhook is about, from the order read live (never from the
+        event's own status: events arrive late, twice, or out of order); True when it settled."""
+        order = await self.fulfilment.order_for_event(event)
+        if order is None or not order.reference:
+            return False
+        redemption = await self.ledger.redemption_by_reference(order.reference)
+        if redemption is None or redemption.status is not RedemptionStatus.PENDING:
+            return False
+        return await self._apply(redemption.id, order) is not None
+
+    async def reconcile_once(self) -> int:
+        """One pass over the PENDING redemptions that are due; how many settled."""
+        settled = 0
+        for item in await self.ledger.unsettled():
+            if self._stopping.is_set():
+                break
+            try:
+                order = await self.fulfilment.find_order(item.reference)
+                if order is None:
+                    # The provider has no order under the reference: the saga never placed it (e.g. the
+                    # process died after reserving). Place it now; the reference keeps it at one.
+                    snapshot = await self.ledger.reward_snapshot(item.redemption_id)
+                    order = await self.fulfilment.place_order(
+                        OrderRequest(
+                            reference=item.reference,
+                            reward_id=item.reward_id,
+                            face_value=item.face_value,
+                            currency_code=item.currency_code if snapshot is None else snapshot.currency_code,
+                            recipient_name=item.user_id,
+                        )
+                    )
+                result = await self._apply(item.redemption_id, order)
+            except REFUSALS + (ProviderAuthenticationFailed,):
+                result = await self._settle(
+                    item.redemption_id, status=RedemptionStatus.FAILED, reason="The provider refused the order"
+                )
+            except ProviderError as exc:
+                logger.warning("reconcile: provider failed", extra={"provider": self.name, "error": type(exc).__name__})
+                result = None
+            if result is not None:
+                settled += 1
+            else:
+                delay = min(self._timing.max_backoff, self._timing.reconcile_interval * 2 ** min(item.attempts, 16))
+                await self.ledger.defer(item.redemption_id, delay * random.uniform(0.5, 1.0))
+        return settled
+
+    async def _reconcile_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.reconcile_once()
+            except Exception:
+                logger.exception("order reconciler pass failed")
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._timing.reconcile_interval)
+            except TimeoutError:
+                pass
