@@ -71,6 +71,10 @@ def provider_factory_for(settings: Settings) -> ProviderFactory:
 def create_app(settings: Settings, *, provider_factory: ProviderFactory | None = None) -> Starlette:
     """The app; `provider_factory` overrides the provider the settings name (tests put fakes there)."""
     make_provider = provider_factory or provider_factory_for(settings)
+    if provider_factory is None and settings.provider != "sandbox":
+        # Built once and dropped (no I/O before start()): a missing credential or a bad key stops the
+        # process now, with a readable message, instead of failing the server's startup.
+        make_provider(settings, EventHub())
     verifier = TokenVerifier(settings)
     webhooks = webhook_verifiers(settings)
     loyalty = loyalty_verifier(settings)

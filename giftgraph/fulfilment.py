@@ -21,11 +21,12 @@ CARD_KEYS_FILE = "card-keys.json"
 
 def ledger_provider(settings: Settings, events: EventHub) -> LedgerProvider:
     """The provider factory for tremendous and tango (see giftgraph.app.ProviderFactory)."""
+    fulfilment = fulfilment_provider(settings)  # first: its settings errors before any file is written
     ledger, engine = open_ledger(settings)
     return LedgerProvider(
         on_close=engine.dispose,
         ledger=ledger,
-        fulfilment=fulfilment_provider(settings),
+        fulfilment=fulfilment,
         events=events,
         timing=SagaTiming(
             funding_ttl=settings.funding_balance_ttl_seconds,

@@ -82,3 +82,5 @@ def configure_logging(level: str = "INFO") -> None:
     # provider layer logs what matters (retries, failures) without them.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # Alembic announces each of its plugins at INFO on every start; its migration lines stay.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, root.level))

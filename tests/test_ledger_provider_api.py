@@ -371,3 +371,18 @@ def test_given_tremendous_answers_409_for_the_reference_then_idempotency_key_reu
     assert [e["code"] for e in payload["userErrors"]] == ["IDEMPOTENCY_KEY_REUSED"]
     assert balance(gateway, user_id) == START
     assert orders_for(fake, user_id, "taken") == 0
+
+
+@pytest.mark.parametrize(
+    ("provider", "missing"),
+    [("tremendous", "GIFTGRAPH_TREMENDOUS_API_KEY"), ("tango", "GIFTGRAPH_TANGO_PLATFORM_NAME")],
+)
+def test_given_a_seller_without_its_credentials_then_the_app_refuses_to_start_naming_the_setting(
+    tmp_path: Path, provider: str, missing: str
+) -> None:
+    from giftgraph.app import create_app
+    from giftgraph.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=missing):
+        create_app(make_settings(tmp_path, provider=provider))
+    assert not (tmp_path / "card-keys.json").exists()  # nothing written before the refusal
