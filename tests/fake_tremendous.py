@@ -16,6 +16,7 @@ fake returns `delivery.link` (a claim URL) and no code or pin, as Tremendous doe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import threading
@@ -48,8 +49,10 @@ PRODUCTS: list[dict[str, Any]] = [
         "skus": [{"min": 25, "max": 25}, {"min": 10, "max": 10}, {"min": 50, "max": 50}],
         "currency_codes": ["USD"],
         "countries": [{"abbr": "US"}],
-        "images": [{"src": "https://img.example/amzn-logo.png", "type": "logo"},
-                   {"src": "https://img.example/amzn-card.png", "type": "card"}],
+        "images": [
+            {"src": "https://img.example/amzn-logo.png", "type": "logo"},
+            {"src": "https://img.example/amzn-card.png", "type": "card"},
+        ],
         "usage_instructions": "Redeem at amazon.com",
         "some_future_field": {"nested": True},
     },
@@ -85,6 +88,10 @@ class FakeTremendousState:
     rate_limit_per_second: int = 10
     async_orders: bool = False
     order_status: str = "EXECUTED"  # what a new, synchronous order reports (any string)
+    # Seconds a POST /orders waits before Tremendous looks at it; a caller gone meanwhile leaves no order
+    # (the request never got past Tremendous' front door).
+    hold_orders: float = 0.0
+    held: int = 0  # POST /orders now waiting in hold_orders
     products: list[dict[str, Any]] = field(default_factory=lambda: json.loads(json.dumps(PRODUCTS)))
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     payloads: dict[str, Any] = field(default_factory=dict)  # external_id -> the first request's parameters
@@ -184,6 +191,17 @@ def create_fake_tremendous_app(state: FakeTremendousState) -> Starlette:
         )
 
     async def create_order(request: Request) -> JSONResponse:
+        if state.hold_orders > 0:
+            await request.body()  # read (and keep) first: watching for a disconnect consumes messages
+            state.held += 1
+            try:
+                deadline = time.monotonic() + state.hold_orders
+                while time.monotonic() < deadline:
+                    if await request.is_disconnected():
+                        return _errors(499, "Client closed request")
+                    await asyncio.sleep(0.02)
+            finally:
+                state.held -= 1
         if (refused := await guard(request)) is not None:
             return refused
         try:
@@ -202,8 +220,11 @@ def create_fake_tremendous_app(state: FakeTremendousState) -> Starlette:
             if external_id is not None and external_id in state.payloads:
                 first_parameters, order_id = state.payloads[external_id]
                 if first_parameters != parameters:
-                    return _errors(409, "external_id was already used with other parameters",
-                                   {"external_id": ["has already been taken"]})
+                    return _errors(
+                        409,
+                        "external_id was already used with other parameters",
+                        {"external_id": ["has already been taken"]},
+                    )
                 return JSONResponse({"order": state.orders[order_id]}, status_code=201)
         if funding.lower() not in ("balance", "bal-fs-1"):
             return _errors(400, "Funding source not found", {"payment": {"funding_source_id": ["is invalid"]}})
