@@ -11,7 +11,7 @@ from strawberry.extensions.disable_introspection import DisableIntrospection
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from schema.errors import ErrorCodes, HideSuggestions, log_errors
+from schema.errors import ErrorCodes, HideSuggestions, RequireOperationName, log_errors
 from schema.execution import execution_context_class
 from schema.limits import Protection, QueryLimits, Throttle
 from schema.mutation import Mutation
@@ -55,6 +55,7 @@ def build_schema(
     # shared by concurrent requests); the parse and validation LRU caches still live across requests.
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         ErrorCodes,
+        RequireOperationName,
         lambda: ReportingParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
     ]

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationDefinitionNode
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -130,4 +130,21 @@ class HideSuggestions(SchemaExtension):
         errors = getattr(result, "errors", None)
         if errors:
             result.errors = [without_suggestions(error) for error in errors]
+        yield
+
+
+class RequireOperationName(SchemaExtension):
+    """A document with several operations must say which one to run (the GraphQL spec's GetOperation;
+    GraphQL over HTTP): Strawberry would quietly run the first, which may not be what the client meant."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        # Strawberry's `operation_name` falls back to the first operation's name: ask what was sent.
+        provided = getattr(context, "_provided_operation_name", None)
+        if document is not None and provided is None:
+            operations = sum(isinstance(node, OperationDefinitionNode) for node in document.definitions)
+            if operations > 1:
+                message = "The document has several operations: say which to run with operationName."
+                raise GraphQLError(message, extensions={"code": "BAD_REQUEST"})
         yield

@@ -226,3 +226,32 @@ def test_given_graphql_response_json_preferred_when_a_persisted_hash_is_unknown_
 
     assert response.status_code == 200
     assert codes(response) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+TWO_OPERATIONS = "query First { catalog(first: 1) { totalCount } } query Second { viewer { userId } }"
+
+
+@pytest.mark.parametrize(("accept", "status"), [(GRAPHQL_RESPONSE, 400), ("application/json", 200)])
+def test_given_two_operations_without_an_operation_name_then_a_request_error_and_neither_runs(
+    server: LiveServer, token: str, accept: str, status: int
+) -> None:
+    before = upstream_calls(server)
+
+    response = send(server, TWO_OPERATIONS, accept=accept, token=token)
+
+    assert response.status_code == status
+    assert codes(response) == ["BAD_REQUEST"]
+    assert "operationName" in response.json()["errors"][0]["message"]
+    assert upstream_calls(server) == before
+
+
+def test_given_two_operations_and_an_operation_name_then_that_one_runs(server: LiveServer, token: str) -> None:
+    response = httpx.post(
+        server.url,
+        json={"query": TWO_OPERATIONS, "operationName": "Second"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+    assert response.status_code == 200
+    assert set(response.json()["data"]) == {"viewer"}
