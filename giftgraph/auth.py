@@ -16,6 +16,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 
@@ -91,14 +92,23 @@ class TokenVerifier:
     async def user_id(self, authorization: str | None) -> str | None:
         """The `sub` of a valid `Bearer` token; None without a header; InvalidToken otherwise
         (TokenUnverifiable when the identity provider's keys cannot be fetched)."""
+        identity = await self.identity(authorization)
+        return None if identity is None else identity[0]
+
+    async def identity(self, authorization: str | None) -> tuple[str, float] | None:
+        """(`sub`, the Unix time after which the token is no longer accepted) of a valid `Bearer` token."""
         if authorization is None or not authorization.strip():
             return None
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("The Authorization header must be `Bearer <token>`.")
-        return await self.verify(token.strip())
+        claims = await self._claims(token.strip())
+        return claims["sub"], float(claims["exp"]) + self._leeway
 
     async def verify(self, token: str) -> str:
+        return (await self._claims(token))["sub"]
+
+    async def _claims(self, token: str) -> dict[str, Any]:
         key = await self._key_for(token)
         try:
             claims = jwt.decode(
@@ -119,7 +129,7 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
             raise InvalidToken("The token has no valid subject.")
-        return subject
+        return claims
 
     async def _key_for(self, token: str) -> str | jwt.PyJWK:
         if self.jwks is None:

@@ -3,7 +3,9 @@ queries, CSRF prevention, and GraphQL-over-HTTP media types and status codes."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,7 +13,7 @@ from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
@@ -307,10 +309,25 @@ class GiftgraphView(GraphQL[RequestContext, None]):
         params = context.connection_params or {}
         authorization = params.get("authorization") or params.get("Authorization")
         try:
-            user_id = await self._verifier.user_id(authorization if isinstance(authorization, str) else None)
+            identity = await self._verifier.identity(authorization if isinstance(authorization, str) else None)
         except (InvalidToken, TokenUnverifiable) as exc:
             raise ConnectionRejectionError({"message": str(exc)}) from exc
-        if user_id is None:
+        if identity is None:
             raise ConnectionRejectionError({"message": 'Send {"authorization": "Bearer <token>"} in connection_init.'})
-        context.user_id = user_id
+        context.user_id, expires_at = identity
+        # A socket outlives its token otherwise: close it (4403, as for a refused init) when the token
+        # would no longer be accepted over HTTP; the client reconnects with a fresh one.
+        websocket = context.request
+        if isinstance(websocket, WebSocket):
+            delay = max(0.0, expires_at - time.time())
+            asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(_close_expired(websocket)))
         return None
+
+
+async def _close_expired(websocket: WebSocket) -> None:
+    if websocket.application_state is not WebSocketState.CONNECTED:
+        return  # closed meanwhile
+    try:
+        await websocket.close(code=4403, reason="Token expired")
+    except (RuntimeError, OSError):  # the connection went away between the check and the close
+        pass

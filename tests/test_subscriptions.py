@@ -397,3 +397,26 @@ def publish_stale_pending(server: LiveServer, user: str, redemption_id: str) -> 
         server.services.events.publish(RedemptionUpdated(user_id=user, redemption=stale))
 
     run_on_server_loop(server, publish())
+
+
+@pytest.mark.anyio
+async def test_given_a_subscription_when_its_token_expires_then_the_socket_is_closed_with_4403(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    settings = make_settings(tmp_path_factory.mktemp("ws-expiry"), jwt_leeway_seconds=0)
+    with live_server(settings) as short:
+        user = new_user()
+        expiring = {"authorization": f"Bearer {short.token(user, ttl_seconds=2)}"}
+        lasting = {"authorization": f"Bearer {short.token(user)}"}
+        async with ws_connect(short, init_payload=expiring) as ws, ws_connect(short, init_payload=lasting) as other:
+            assert (await ws.receive())["type"] == "connection_ack"
+            assert (await other.receive())["type"] == "connection_ack"
+            await ws.subscribe(operation("BalanceChanged"))
+            assert (await ws.receive())["type"] == "next"  # the current balance, while the token holds
+
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.receive(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+            # A connection whose token still holds is left alone.
+            await other.subscribe(operation("BalanceChanged"))
+            assert (await other.receive())["type"] == "next"
