@@ -11,6 +11,7 @@ its reference, placing it when the provider has none, until it settles.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import random
@@ -26,6 +27,7 @@ from providers.base import (
     Redemption,
     RedemptionStatus,
     Reward,
+    RewardAvailability,
     RewardPage,
     Transaction,
     TransactionKind,
@@ -148,7 +150,19 @@ class LedgerProvider:
     async def get_rewards(self, ids: Sequence[str]) -> list[Reward | None]:
         self.calls.add("get_rewards")
         await self._current_catalog()
-        return [self._catalog_by_id.get(reward_id) for reward_id in ids]
+        found: list[Reward | None] = [self._catalog_by_id.get(reward_id) for reward_id in ids]
+        dropped = [reward_id for reward_id, reward in zip(ids, found, strict=True) if reward is None]
+        if dropped:
+            # Sellers drop discontinued products from their catalog; a redemption of one still shows what
+            # was redeemed: the copy taken at reserve, marked DISCONTINUED so it cannot be redeemed again.
+            copies = await self.ledger.redeemed_rewards(dropped)
+            found = [
+                reward
+                if reward is not None or reward_id not in copies
+                else dataclasses.replace(copies[reward_id], availability=RewardAvailability.DISCONTINUED)
+                for reward_id, reward in zip(ids, found, strict=True)
+            ]
+        return found
 
     async def _current_catalog(self) -> tuple[Reward, ...]:
         if self._clock() - self._catalog_at <= self._timing.catalog_ttl:

@@ -386,3 +386,19 @@ def test_given_a_seller_without_its_credentials_then_the_app_refuses_to_start_na
     with pytest.raises(ConfigurationError, match=missing):
         create_app(make_settings(tmp_path, provider=provider))
     assert not (tmp_path / "card-keys.json").exists()  # nothing written before the refusal
+
+
+def test_given_tremendous_drops_a_redeemed_product_then_the_redemption_still_shows_it_and_it_cannot_be_redeemed(
+    gateway: LiveServer, fake: FakeTremendous
+) -> None:
+    user_id = user()
+    first = redeem(gateway, user_id, "kept")
+    fake.state.products = [product for product in fake.state.products if product["id"] != AMAZON]
+    gateway.provider.invalidate_catalog()
+
+    shown = redemption(gateway, user_id, first["redemption"]["id"])
+    again = redeem(gateway, user_id, "after-drop")
+
+    assert shown["reward"]["name"] == "Amazon.com"
+    assert [e["code"] for e in again["userErrors"]] == ["REWARD_UNAVAILABLE"]
+    assert balance(gateway, user_id) == START - 2_500

@@ -481,6 +481,18 @@ class PointsLedger:
             )
         return None if snapshot is None else load_reward(snapshot)
 
+    async def redeemed_rewards(self, reward_ids: Sequence[str]) -> dict[str, Reward]:
+        """The newest copy taken at reserve of each reward ever redeemed, by id (for rewards the seller dropped)."""
+        if not reward_ids:
+            return {}
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(redemptions.c.reward_id, redemptions.c.reward_snapshot)
+                .where(redemptions.c.reward_id.in_(set(reward_ids)))
+                .order_by(redemptions.c.created_at)
+            )
+            return {row.reward_id: load_reward(row.reward_snapshot) for row in rows}  # the newest wins
+
     def _redemption(self, row: Row[Any]) -> Redemption:
         ciphertext = row.card_ciphertext
         card = self._cipher.decrypt(ciphertext) if ciphertext is not None else None
