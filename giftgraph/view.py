@@ -100,6 +100,11 @@ def _exchange(request: Request) -> Exchange | None:
     return getattr(request.state, "exchange", None)
 
 
+def _may_be_shared(request: Request, exchange: Exchange) -> bool:
+    """An anonymous GET by persisted hash: the only kind of answer marked cacheable by shared caches."""
+    return request.method == "GET" and exchange.hash_only and not request.headers.get("authorization")
+
+
 def _is_request_error(result: ExecutionResult) -> bool:
     # Execution had not started: no data, and no error belongs to a field.
     return bool(result.errors) and result.data is None and all(error.path is None for error in result.errors or ())
@@ -212,14 +217,15 @@ class GiftgraphView(GraphQL[RequestContext, None]):
             # Never in a shared cache, nor in the browser's: the answer is someone's own.
             response.headers["Cache-Control"] = "private, no-store"
         elif (
-            request.method == "GET"
-            and exchange.hash_only
+            _may_be_shared(request, exchange)
             and exchange.clean is True
             and response.status_code == 200
             and self._persisted_max_age > 0
             and "cache-control" not in response.headers
         ):
             response.headers["Cache-Control"] = f"public, max-age={self._persisted_max_age}"
+            if "RateLimit" in response.headers:
+                del response.headers["RateLimit"]  # this client's budget (the policy header is everyone's)
             # The media type follows Accept, and a cache must not hand this to a signed-in request.
             response.headers.add_vary_header("Accept")
             response.headers.add_vary_header("Authorization")
@@ -294,6 +300,12 @@ class GiftgraphView(GraphQL[RequestContext, None]):
                 exchange.request_error_status = _REQUEST_ERROR_STATUS.get(code, 400)
                 if exchange.graphql_response:
                     response.pop("data", None)  # the spec: a request error has no `data` entry
+            if _may_be_shared(request, exchange):
+                # A shared cache would hand this body to other clients: keep the operation's cost, which is
+                # the same for everyone, but not this client's remaining budget.
+                cost = (response.get("extensions") or {}).get("cost")
+                if isinstance(cost, dict):
+                    cost.pop("throttleStatus", None)
         return response
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> RequestContext:

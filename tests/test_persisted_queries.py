@@ -229,6 +229,9 @@ def test_given_an_anonymous_get_by_hash_when_it_succeeds_then_shared_caches_may_
     assert response.headers["cache-control"] == f"public, max-age={server.settings.persisted_queries_max_age}"
     vary = {value.strip().lower() for value in response.headers["vary"].split(",")}
     assert {"accept", "authorization"} <= vary
+    # Nothing a shared cache would show other clients about this one's budget; the cost is everyone's.
+    assert "ratelimit" not in response.headers and "ratelimit-policy" in response.headers
+    assert set(response.json()["extensions"]["cost"]) == {"requestedQueryCost", "actualQueryCost"}
 
 
 def test_given_an_authenticated_get_by_hash_when_it_succeeds_then_no_cache_may_keep_it(server: LiveServer) -> None:
