@@ -14,7 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, TypeDecorator, event, make_url
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, DateTime, Dialect, TypeDecorator, event, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 BUSY_TIMEOUT_MS = 10_000
@@ -93,3 +95,39 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+async def upgrade(engine: AsyncEngine, *, migrations: Path, version_table: str, lock_id: int) -> None:
+    """Alembic's `upgrade head` of the history in `migrations`, configured in code (no alembic.ini).
+
+    A no-op when the tables are current, and safe from many processes: BEGIN IMMEDIATE on SQLite (an
+    advisory lock on PostgreSQL) makes processes starting together migrate in turn. Each history keeps
+    its own version table, so several live in one database.
+    """
+    async with writer(engine).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+        await conn.run_sync(_upgrade_head, migrations, version_table)
+
+
+def _upgrade_head(connection: Connection, migrations: Path, version_table: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(migrations))
+    config.attributes["connection"] = connection
+    config.attributes["version_table"] = version_table
+    command.upgrade(config, "head")
+
+
+def run_env() -> None:
+    """The body of every migrations/env.py here: run on the connection and version table upgrade() hands over."""
+    from alembic import context
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run these migrations through providers.sql.upgrade(engine, ...)")
+    # A version table per history, so several histories share one database without colliding.
+    context.configure(
+        connection=connection, version_table=context.config.attributes["version_table"], target_metadata=None
+    )
+    with context.begin_transaction():
+        context.run_migrations()

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from providers.sql import writer
+from resolvers.migrate import upgrade
 
 metadata = MetaData()
 
@@ -91,8 +92,8 @@ class IdempotencyStore:
         self._clock = clock
 
     async def start(self) -> None:
-        async with self._write() as conn:
-            await conn.run_sync(metadata.create_all)
+        async with self._write_lock:  # the tables are resolvers/migrations' (this metadata only mirrors them)
+            await upgrade(self._engine)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:

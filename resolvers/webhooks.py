@@ -35,6 +35,7 @@ from providers.errors import ProviderError
 from providers.rest.webhooks import CatalogItemChanged, PointsEarned, ProviderWebhook, RedemptionSettled
 from providers.sql import writer
 from resolvers.catalog_cache import CatalogCache
+from resolvers.migrate import upgrade
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,8 @@ class WebhookService:
         self._clock = clock
 
     async def start(self) -> None:
+        await upgrade(self._engine)  # the tables are resolvers/migrations' (this metadata only mirrors them)
         async with self._write() as conn:
-            await conn.run_sync(metadata.create_all)
             await conn.execute(
                 delete(webhook_events).where(webhook_events.c.processed_at < self._clock() - EVENT_RETENTION_SECONDS)
             )

@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the gateway's own tables; run by resolvers.migrate.upgrade."""

@@ -1,0 +1,1 @@
+"""Revisions of the gateway's own tables (idempotency keys, webhook events, redemption states)."""
