@@ -56,8 +56,8 @@ def gateway_settings(data_dir: Path, fake: FakeTremendous, **overrides: Any) -> 
         "ledger_starting_balance": START,
         "provider_retry_base_delay": 0.01,
         "provider_retry_max_delay": 0.05,
-        "provider_call_budget_seconds": 0.5,  # the reconciler may look after twice this
-        "provider_read_timeout": 0.5,
+        "provider_call_budget_seconds": 2.0,  # the reconciler may look at a PENDING one after twice this
+        "provider_read_timeout": 2.0,
         "reconcile_interval_seconds": 0.1,
         "reconcile_max_backoff_seconds": 0.5,
         "funding_balance_ttl_seconds": 60,
@@ -182,7 +182,9 @@ def test_given_an_asynchronous_order_then_pending_until_the_reconciler_sees_it_d
 
     assert first["userErrors"] == [] and first["redemption"]["status"] == "PENDING"
     fake.state.complete_pending()
-    eventually(lambda: redemption(gateway, user_id, first["redemption"]["id"])["status"] == "FULFILLED")
+    eventually(
+        timeout=30, check=lambda: redemption(gateway, user_id, first["redemption"]["id"])["status"] == "FULFILLED"
+    )
     assert orders_for(fake, user_id, "async") == 1
     assert balance(gateway, user_id) == START - 2_500
 
@@ -214,7 +216,9 @@ def test_given_the_order_answer_lost_then_pending_and_the_reconciler_finds_it_wi
     first = redeem(gateway, user_id, "lost")
 
     assert first["userErrors"] == [] and first["redemption"]["status"] == "PENDING"
-    eventually(lambda: redemption(gateway, user_id, first["redemption"]["id"])["status"] == "FULFILLED")
+    eventually(
+        timeout=30, check=lambda: redemption(gateway, user_id, first["redemption"]["id"])["status"] == "FULFILLED"
+    )
     assert orders_for(fake, user_id, "lost") == 1
     assert balance(gateway, user_id) == START - 2_500
 
@@ -242,7 +246,7 @@ def test_given_a_crash_between_reserving_and_ordering_then_the_reconciler_orders
 
     # The next process: its reconciler finds the PENDING redemption and orders it, once.
     with live_server(gateway_settings(tmp_path, fake)) as second:
-        eventually(lambda: orders_for(fake, user_id, cmid) == 1)
+        eventually(timeout=30, check=lambda: orders_for(fake, user_id, cmid) == 1)
         found = run_on_server_loop(second, second.provider.ledger.redemption_by_reference(order_reference(key)))
         eventually(
             lambda: (

@@ -62,7 +62,7 @@ def gateway_settings(data_dir: Path, fake: RunningFakeTango, **overrides: Any) -
         "ledger_starting_balance": START,
         "provider_retry_base_delay": 0.01,
         "provider_retry_max_delay": 0.05,
-        "provider_call_budget_seconds": 0.5,
+        "provider_call_budget_seconds": 2.0,  # the reconciler may look at a PENDING one after twice this
         "provider_breaker_failure_threshold": 1000,
         "reconcile_interval_seconds": 0.1,
         "reconcile_max_backoff_seconds": 0.5,
@@ -151,7 +151,7 @@ def test_given_a_crash_between_reserving_and_ordering_then_the_reconciler_orders
     assert orders_for(fake, user_id, cmid) == 0
 
     with live_server(gateway_settings(tmp_path, fake)) as second:
-        eventually(lambda: orders_for(fake, user_id, cmid) == 1)
+        eventually(timeout=30, check=lambda: orders_for(fake, user_id, cmid) == 1)
         ledger = second.provider.ledger
         found = run_on_server_loop(second, ledger.redemption_by_reference(order_reference(key)))
         eventually(
@@ -173,7 +173,7 @@ def test_given_the_order_answer_lost_then_the_retry_with_the_same_reference_orde
     payload = redeem(gateway, user_id, "lost")
 
     assert payload["userErrors"] == []
-    eventually(lambda: orders_for(fake, user_id, "lost") == 1)
+    eventually(timeout=30, check=lambda: orders_for(fake, user_id, "lost") == 1)
     assert balance(gateway, user_id) == START - 1_000
 
 
