@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, DateTime, Dialect, TypeDecorator, event, make_url, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Connection, DateTime, Dialect, Row, Table, TypeDecorator, event, func, make_url, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from providers.base import Transaction, TransactionKind, TransactionPage
 
 BUSY_TIMEOUT_MS = 10_000
 # DEBUG output of these loggers carries statement parameters (aiosqlite's trace) and result
@@ -131,3 +134,37 @@ def run_env() -> None:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+async def transaction_page(
+    conn: AsyncConnection,
+    table: Table,
+    to_domain: Callable[[Row[Any]], Transaction],
+    user_id: str,
+    *,
+    kinds: frozenset[TransactionKind] | None,
+    older_than: int | None,
+    newer_than: int | None,
+    limit: int,
+    from_oldest: bool,
+) -> TransactionPage:
+    """One keyset page of a points log (`user_id`, `kind`, `position` columns), as the port's list_transactions
+    defines it: strictly between the positions, newest first, `from_oldest` taking those nearest `newer_than`."""
+    matching = [table.c.user_id == user_id]
+    if kinds is not None:
+        matching.append(table.c.kind.in_(sorted(kind.value for kind in kinds)))
+    window = list(matching)
+    if older_than is not None:
+        window.append(table.c.position < older_than)
+    if newer_than is not None:
+        window.append(table.c.position > newer_than)
+    order = table.c.position.asc() if from_oldest else table.c.position.desc()
+    # One row past the limit tells whether more exist in the direction read.
+    rows = list(await conn.execute(select(table).where(*window).order_by(order).limit(limit + 1)))
+    total = await conn.scalar(select(func.count()).select_from(table).where(*matching))
+    page = rows[:limit]
+    if from_oldest:
+        page.reverse()
+    return TransactionPage(
+        items=tuple(to_domain(row) for row in page), total_count=int(total or 0), has_more=len(rows) > limit
+    )

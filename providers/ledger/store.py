@@ -35,7 +35,7 @@ from providers.ledger.cipher import CardCipher
 from providers.ledger.migrate import upgrade
 from providers.ledger.models import GrantResult, ReserveResult, SettleResult, Unsettled, dump_reward, load_reward
 from providers.ledger.tables import accounts, grant_events, redemptions, transactions
-from providers.sql import writer
+from providers.sql import transaction_page, writer
 
 PROVIDER = "ledger"
 WELCOME_DESCRIPTION = "Welcome bonus"
@@ -223,25 +223,18 @@ class PointsLedger:
     ) -> TransactionPage:
         """The user's transactions strictly between the positions, newest first (see RewardsProvider)."""
         await self.balances([user_id])  # enrols a newcomer, so the welcome bonus is in the history
-        matching = [transactions.c.user_id == user_id]
-        if kinds is not None:
-            matching.append(transactions.c.kind.in_(sorted(kind.value for kind in kinds)))
-        window = list(matching)
-        if older_than is not None:
-            window.append(transactions.c.position < older_than)
-        if newer_than is not None:
-            window.append(transactions.c.position > newer_than)
-        order = transactions.c.position.asc() if from_oldest else transactions.c.position.desc()
         async with self._read() as conn:
-            # One row past the limit tells whether more exist in the direction read.
-            rows = list(await conn.execute(select(transactions).where(*window).order_by(order).limit(limit + 1)))
-            total = await conn.scalar(select(func.count()).select_from(transactions).where(*matching))
-        page = rows[:limit]
-        if from_oldest:
-            page.reverse()
-        return TransactionPage(
-            items=tuple(_transaction(row) for row in page), total_count=int(total or 0), has_more=len(rows) > limit
-        )
+            return await transaction_page(
+                conn,
+                transactions,
+                _transaction,
+                user_id,
+                kinds=kinds,
+                older_than=older_than,
+                newer_than=newer_than,
+                limit=limit,
+                from_oldest=from_oldest,
+            )
 
     async def transactions_by_id(self, ids: Sequence[str]) -> list[Transaction | None]:
         async with self._read() as conn:

@@ -29,7 +29,7 @@ from providers.base import (
     TransactionPage,
 )
 from providers.sandbox.schema import metadata, redemptions, transactions, users
-from providers.sql import create_engine, writer
+from providers.sql import create_engine, transaction_page, writer
 
 WELCOME_DESCRIPTION = "Welcome bonus"
 ENGINE_LOGGING_NAME = "sandbox"
@@ -227,24 +227,16 @@ class Ledger:
         limit: int,
         from_oldest: bool,
     ) -> TransactionPage:
-        matching = [transactions.c.user_id == user_id]
-        if kinds is not None:
-            matching.append(transactions.c.kind.in_(sorted(kind.value for kind in kinds)))
-        window = list(matching)
-        if older_than is not None:
-            window.append(transactions.c.position < older_than)
-        if newer_than is not None:
-            window.append(transactions.c.position > newer_than)
-        order = transactions.c.position.asc() if from_oldest else transactions.c.position.desc()
-        # One row past the limit tells whether more exist in the direction read.
-        query = select(transactions).where(*window).order_by(order).limit(limit + 1)
-        rows = list(await self.connection.execute(query))
-        page = rows[:limit]
-        if from_oldest:
-            page.reverse()
-        total = await self.connection.scalar(select(func.count()).select_from(transactions).where(*matching))
-        return TransactionPage(
-            items=tuple(_transaction(row) for row in page), total_count=total or 0, has_more=len(rows) > limit
+        return await transaction_page(
+            self.connection,
+            transactions,
+            _transaction,
+            user_id,
+            kinds=kinds,
+            older_than=older_than,
+            newer_than=newer_than,
+            limit=limit,
+            from_oldest=from_oldest,
         )
 
     async def transactions_by_id(self, ids: Collection[str]) -> dict[str, Transaction]:
