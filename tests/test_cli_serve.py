@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import free_port
 from tests.support import TEST_SECRET, without_extensions
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_until_healthy(base_url: str, process: subprocess.Popen[str], timeout: float = 30) -> None:
@@ -38,7 +32,7 @@ def _wait_until_healthy(base_url: str, process: subprocess.Popen[str], timeout: 
 
 @pytest.fixture
 def served(tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GIFTGRAPH_PORT": str(port),

@@ -9,12 +9,6 @@ reconciler finds the reference unknown at Tremendous, orders once, and settles: 
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import socket
-import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +22,7 @@ from providers.composite import order_reference
 from resolvers.ids import encode_global_id
 from resolvers.redeem import provider_idempotency_key
 from tests.fake_tremendous import FakeTremendous, running_fake_tremendous
+from tests.processes import GatewayProcess
 from tests.support import TEST_SECRET, eventually, operation
 
 pytestmark = pytest.mark.slow
@@ -36,68 +31,18 @@ REDEEM = operation("Redeem")
 START = 5_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Gateway:
-    def __init__(self, data_dir: Path, fake: FakeTremendous) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.database = data_dir / "giftgraph.db"
-        self.env = {key: value for key, value in os.environ.items() if not key.startswith("GIFTGRAPH_")} | {
-            "GIFTGRAPH_PORT": str(self.port),
-            "GIFTGRAPH_DATA_DIR": str(data_dir),
-            "GIFTGRAPH_JWT_SECRET": TEST_SECRET,
-            "GIFTGRAPH_PROVIDER": "tremendous",
-            "GIFTGRAPH_TREMENDOUS_BASE_URL": fake.url,
-            "GIFTGRAPH_TREMENDOUS_API_KEY": fake.api_key,
-            "GIFTGRAPH_TREMENDOUS_RATE_LIMIT_PER_SECOND": "0",
-            "GIFTGRAPH_LEDGER_STARTING_BALANCE": str(START),
-            "GIFTGRAPH_PROVIDER_READ_TIMEOUT": "30",
-            "GIFTGRAPH_PROVIDER_CALL_BUDGET_SECONDS": "1",  # the reconciler looks at a PENDING one after 2 s
-            "GIFTGRAPH_RECONCILE_INTERVAL_SECONDS": "0.2",
-            "GIFTGRAPH_IDEMPOTENCY_LEASE_SECONDS": "1",  # the dead process's clientMutationId is taken over soon
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Gateway:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "giftgraph", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the gateway exited early"
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the gateway did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-    def ledger(self, query: str, *args: Any) -> Any:
-        with sqlite3.connect(self.database) as conn:
-            return conn.execute(query, args).fetchone()[0]
+def gateway_settings(fake: FakeTremendous) -> dict[str, str]:
+    return {
+        "GIFTGRAPH_PROVIDER": "tremendous",
+        "GIFTGRAPH_TREMENDOUS_BASE_URL": fake.url,
+        "GIFTGRAPH_TREMENDOUS_API_KEY": fake.api_key,
+        "GIFTGRAPH_TREMENDOUS_RATE_LIMIT_PER_SECOND": "0",
+        "GIFTGRAPH_LEDGER_STARTING_BALANCE": str(START),
+        "GIFTGRAPH_PROVIDER_READ_TIMEOUT": "30",
+        "GIFTGRAPH_PROVIDER_CALL_BUDGET_SECONDS": "1",  # the reconciler looks at a PENDING one after 2 s
+        "GIFTGRAPH_RECONCILE_INTERVAL_SECONDS": "0.2",
+        "GIFTGRAPH_IDEMPOTENCY_LEASE_SECONDS": "1",  # the dead process's clientMutationId is taken over soon
+    }
 
 
 @pytest.fixture
@@ -107,15 +52,15 @@ def fake() -> Iterator[FakeTremendous]:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, fake: FakeTremendous) -> Iterator[Gateway]:
-    running = Gateway(tmp_path / "gateway", fake)
+def gateway(tmp_path: Path, fake: FakeTremendous) -> Iterator[GatewayProcess]:
+    running = GatewayProcess(tmp_path / "gateway", gateway_settings(fake), ready_path="/healthz")
     try:
         yield running
     finally:
         running.stop()
 
 
-def post_redeem(gateway: Gateway, user_id: str, cmid: str) -> dict[str, Any]:
+def post_redeem(gateway: GatewayProcess, user_id: str, cmid: str) -> dict[str, Any]:
     variables = {
         "input": {"clientMutationId": cmid, "rewardId": encode_global_id("Reward", "AMZN-US"), "faceValue": "25"}
     }
@@ -129,7 +74,7 @@ def post_redeem(gateway: Gateway, user_id: str, cmid: str) -> dict[str, Any]:
 
 
 def test_given_the_gateway_killed_between_reserving_and_ordering_then_the_next_one_orders_exactly_once(
-    gateway: Gateway, fake: FakeTremendous
+    gateway: GatewayProcess, fake: FakeTremendous
 ) -> None:
     user_id, cmid = "crash-ledger", "crash-1"
     reference = order_reference(provider_idempotency_key(user_id, cmid))
@@ -145,14 +90,14 @@ def test_given_the_gateway_killed_between_reserving_and_ordering_then_the_next_o
         request.result(timeout=10)
     eventually(lambda: fake.state.held == 0, timeout=10)  # Tremendous saw the caller go: no order
     assert sum(1 for order in fake.state.orders.values() if order.get("external_id") == reference) == 0
-    assert gateway.ledger("SELECT status FROM ledger_redemptions WHERE order_reference = ?", reference) == "PENDING"
-    assert gateway.ledger("SELECT available FROM ledger_accounts WHERE user_id = ?", user_id) == START - 2_500
+    assert gateway.query("SELECT status FROM ledger_redemptions WHERE order_reference = ?", reference) == "PENDING"
+    assert gateway.query("SELECT available FROM ledger_accounts WHERE user_id = ?", user_id) == START - 2_500
 
     fake.state.hold_orders = 0
     gateway.start()
     eventually(
         lambda: (
-            gateway.ledger("SELECT status FROM ledger_redemptions WHERE order_reference = ?", reference) == "FULFILLED"
+            gateway.query("SELECT status FROM ledger_redemptions WHERE order_reference = ?", reference) == "FULFILLED"
         ),
         timeout=20,
     )
@@ -160,7 +105,5 @@ def test_given_the_gateway_killed_between_reserving_and_ordering_then_the_next_o
 
     assert retried["userErrors"] == [] and retried["redemption"]["status"] == "FULFILLED"
     assert sum(1 for order in fake.state.orders.values() if order.get("external_id") == reference) == 1
-    assert (
-        gateway.ledger("SELECT count(*) FROM ledger_transactions WHERE user_id = ? AND kind = 'REDEEM'", user_id) == 1
-    )
-    assert gateway.ledger("SELECT available FROM ledger_accounts WHERE user_id = ?", user_id) == START - 2_500
+    assert gateway.query("SELECT count(*) FROM ledger_transactions WHERE user_id = ? AND kind = 'REDEEM'", user_id) == 1
+    assert gateway.query("SELECT available FROM ledger_accounts WHERE user_id = ?", user_id) == START - 2_500

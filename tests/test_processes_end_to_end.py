@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,12 @@ import pytest
 
 from giftgraph.auth import issue_token
 from giftgraph.settings import Settings
+from tests.processes import free_port
 from tests.support import TEST_SECRET, operation, ws_connect
 
 pytestmark = pytest.mark.slow
 
 STARTING_BALANCE = 10_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_ready(url: str, process: subprocess.Popen[str], log: Path, timeout: float = 40) -> None:
@@ -53,7 +47,7 @@ def _wait_ready(url: str, process: subprocess.Popen[str], log: Path, timeout: fl
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     data_dir = tmp_path_factory.mktemp("two-processes")
-    sandbox_port, gateway_port = _free_port(), _free_port()
+    sandbox_port, gateway_port = free_port(), free_port()
     sandbox_url, gateway_url = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{gateway_port}"
     env = {key: value for key, value in os.environ.items() if not key.startswith("GIFTGRAPH_")} | {
         "GIFTGRAPH_DATA_DIR": str(data_dir),

@@ -10,11 +10,7 @@ provider ends with exactly one redemption and exactly one debit.
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +23,7 @@ from giftgraph.auth import issue_token
 from giftgraph.settings import Settings
 from resolvers.ids import encode_global_id
 from resolvers.redeem import provider_idempotency_key
+from tests.processes import GatewayProcess
 from tests.sandbox_service import SandboxService, running_sandbox_service
 from tests.support import TEST_SECRET, eventually, operation
 
@@ -36,77 +33,27 @@ REDEEM = operation("Redeem")
 LEASE = 1.0  # the gateway's idempotency lease: how long a dead process's key stays held
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def gateway_settings(sandbox: SandboxService) -> dict[str, str]:
+    credentials = sandbox.credentials
+    return {
+        "GIFTGRAPH_PROVIDER": "rest",
+        "GIFTGRAPH_PROVIDER_BASE_URL": sandbox.url,
+        "GIFTGRAPH_PROVIDER_API_KEY": credentials.api_key,
+        "GIFTGRAPH_PROVIDER_API_SECRET": credentials.api_secret,
+        "GIFTGRAPH_PROVIDER_READ_TIMEOUT": "30",  # the call is still waiting when the process dies
+        "GIFTGRAPH_PROVIDER_CALL_BUDGET_SECONDS": "30",
+        "GIFTGRAPH_IDEMPOTENCY_LEASE_SECONDS": str(LEASE),
+        "GIFTGRAPH_RECONCILE_INTERVAL_SECONDS": "0.2",
+        "GIFTGRAPH_OPERATION_TIMEOUT_SECONDS": "60",
+    }
 
 
-class Gateway:
-    """`giftgraph serve` as a child process that the test can kill and start again."""
+def recorded_requests(gateway: GatewayProcess) -> int:
+    return gateway.query("SELECT count(*) FROM idempotency_keys WHERE state = 'in_progress' AND request IS NOT NULL")
 
-    def __init__(self, data_dir: Path, sandbox: SandboxService) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        credentials = sandbox.credentials
-        self.env = {
-            **os.environ,
-            "GIFTGRAPH_PORT": str(self.port),
-            "GIFTGRAPH_DATA_DIR": str(data_dir),
-            "GIFTGRAPH_JWT_SECRET": TEST_SECRET,
-            "GIFTGRAPH_PROVIDER": "rest",
-            "GIFTGRAPH_PROVIDER_BASE_URL": sandbox.url,
-            "GIFTGRAPH_PROVIDER_API_KEY": credentials.api_key,
-            "GIFTGRAPH_PROVIDER_API_SECRET": credentials.api_secret,
-            "GIFTGRAPH_PROVIDER_READ_TIMEOUT": "30",  # the call is still waiting when the process dies
-            "GIFTGRAPH_PROVIDER_CALL_BUDGET_SECONDS": "30",
-            "GIFTGRAPH_IDEMPOTENCY_LEASE_SECONDS": str(LEASE),
-            "GIFTGRAPH_RECONCILE_INTERVAL_SECONDS": "0.2",
-            "GIFTGRAPH_OPERATION_TIMEOUT_SECONDS": "60",
-        }
-        self.database = data_dir / "giftgraph.db"
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Gateway:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "giftgraph", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the gateway exited early"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the gateway did not become ready")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()  # SIGKILL: no lifespan shutdown, no finally blocks
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-    def recorded_requests(self) -> int:
-        with sqlite3.connect(self.database) as conn:
-            query = "SELECT count(*) FROM idempotency_keys WHERE state = 'in_progress' AND request IS NOT NULL"
-            return conn.execute(query).fetchone()[0]
-
-    def unsettled_keys(self) -> int:
-        with sqlite3.connect(self.database) as conn:
-            return conn.execute("SELECT count(*) FROM idempotency_keys WHERE state = 'in_progress'").fetchone()[0]
+def unsettled_keys(gateway: GatewayProcess) -> int:
+    return gateway.query("SELECT count(*) FROM idempotency_keys WHERE state = 'in_progress'")
 
 
 @pytest.fixture
@@ -116,8 +63,8 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxService]:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, sandbox: SandboxService) -> Iterator[Gateway]:
-    running = Gateway(tmp_path / "gateway", sandbox)
+def gateway(tmp_path: Path, sandbox: SandboxService) -> Iterator[GatewayProcess]:
+    running = GatewayProcess(tmp_path / "gateway", gateway_settings(sandbox))
     try:
         yield running
     finally:
@@ -140,7 +87,9 @@ def redeem_variables(sandbox: SandboxService, cmid: str) -> dict[str, Any]:
     }
 
 
-def post_redeem(gateway: Gateway, user_id: str, variables: dict[str, Any], *, timeout: float = 60) -> dict[str, Any]:
+def post_redeem(
+    gateway: GatewayProcess, user_id: str, variables: dict[str, Any], *, timeout: float = 60
+) -> dict[str, Any]:
     response = httpx.post(
         f"{gateway.url}/graphql",
         json={"query": REDEEM, "variables": variables},
@@ -150,7 +99,7 @@ def post_redeem(gateway: Gateway, user_id: str, variables: dict[str, Any], *, ti
     return response.json()["data"]["redeem"]
 
 
-def in_flight(gateway: Gateway, user_id: str, variables: dict[str, Any]) -> concurrent.futures.Future[Any]:
+def in_flight(gateway: GatewayProcess, user_id: str, variables: dict[str, Any]) -> concurrent.futures.Future[Any]:
     """Send the mutation from another thread; the future fails when the process dies under it."""
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     future = pool.submit(post_redeem, gateway, user_id, variables)
@@ -164,7 +113,7 @@ def in_flight(gateway: Gateway, user_id: str, variables: dict[str, Any]) -> conc
     ids=["killed-after-the-provider-committed", "killed-before-the-provider-committed"],
 )
 def test_given_the_gateway_killed_mid_redemption_when_it_restarts_then_exactly_one_redemption_and_one_debit(
-    gateway: Gateway, sandbox: SandboxService, fault: str, committed_before_kill: bool
+    gateway: GatewayProcess, sandbox: SandboxService, fault: str, committed_before_kill: bool
 ) -> None:
     user, cmid = f"crash-{fault}", "crash-1"
     key = provider_idempotency_key(user, cmid)
@@ -178,16 +127,16 @@ def test_given_the_gateway_killed_mid_redemption_when_it_restarts_then_exactly_o
         eventually(timeout=20, check=lambda: sandbox.stats()["redemptions_by_key"].get(key) == 1)
     else:
         # The gateway records the request just before sending it; the sandbox then sleeps 10 s first.
-        eventually(timeout=20, check=lambda: gateway.recorded_requests() == 1)
+        eventually(timeout=20, check=lambda: recorded_requests(gateway) == 1)
         time.sleep(0.5)
         assert sandbox.stats()["redemptions_by_key"].get(key) is None
     gateway.kill()
     with pytest.raises(httpx.TransportError):
         request.result(timeout=10)
-    assert gateway.unsettled_keys() == 1  # the dead process left its key, with the request recorded
+    assert unsettled_keys(gateway) == 1  # the dead process left its key, with the request recorded
 
     gateway.start()
-    eventually(timeout=20, check=lambda: gateway.unsettled_keys() == 0)  # the new process's reconciler settled it
+    eventually(timeout=20, check=lambda: unsettled_keys(gateway) == 0)  # the new process's reconciler settled it
     retried = post_redeem(gateway, user, variables)
 
     assert retried["userErrors"] == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -26,14 +25,9 @@ from giftgraph.sandbox_cli import CREDENTIALS_FILE, service_credentials
 from giftgraph.settings import ConfigurationError, Settings
 from providers.sandbox.credentials import SandboxCredentials, new_webhook_secret
 from providers.sandbox.openapi import DOCUMENT_PATH
+from tests.processes import free_port
 
 PRODUCTION_JWT_SECRET = "production-secret-0123456789abcdef-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -64,7 +58,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     data_dir = tmp_path_factory.mktemp("sandbox-cli")
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     env = _clean_env(data_dir, GIFTGRAPH_SANDBOX_URL=url, GIFTGRAPH_LOG_LEVEL="DEBUG")
     process = subprocess.Popen(
         [sys.executable, "-m", "giftgraph", "sandbox", "serve"],
@@ -132,7 +126,7 @@ def test_given_sandbox_serve_then_grant_credits_through_it_wrong_credentials_are
 def test_given_no_service_listening_when_granting_then_exit_1_with_a_clear_message(tmp_path: Path) -> None:
     env = _clean_env(
         tmp_path,
-        GIFTGRAPH_SANDBOX_URL=f"http://127.0.0.1:{_free_port()}",
+        GIFTGRAPH_SANDBOX_URL=f"http://127.0.0.1:{free_port()}",
         GIFTGRAPH_SANDBOX_API_KEY="key",
         GIFTGRAPH_SANDBOX_API_SECRET="secret-value-1",
     )
