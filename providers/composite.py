@@ -91,6 +91,7 @@ class LedgerProvider:
         self._clock = clock
         self._catalog: tuple[Reward, ...] = ()
         self._catalog_by_id: dict[str, Reward] = {}
+        self._positions: dict[str, int] = {}  # the catalog walk's cursors: a reward id -> its index
         self._catalog_at = float("-inf")
         self._catalog_refresh: asyncio.Lock = asyncio.Lock()
         self._funding: FundingBalance | None = None
@@ -139,10 +140,10 @@ class LedgerProvider:
         limit = min(max(limit, 1), MAX_PAGE_SIZE)
         start = 0
         if cursor is not None:
-            positions = {reward.id: index for index, reward in enumerate(catalog)}
-            if cursor not in positions:
+            position = self._positions.get(cursor)
+            if position is None:
                 raise ProviderError("invalid cursor", provider=self.name)
-            start = positions[cursor] + 1
+            start = position + 1
         items = catalog[start : start + limit]
         more = start + limit < len(catalog)
         return RewardPage(items=items, next_cursor=items[-1].id if more and items else None)
@@ -171,6 +172,7 @@ class LedgerProvider:
             if self._clock() - self._catalog_at > self._timing.catalog_ttl:
                 catalog = tuple(await self.fulfilment.catalog())
                 self._catalog, self._catalog_by_id = catalog, {reward.id: reward for reward in catalog}
+                self._positions = {reward.id: index for index, reward in enumerate(catalog)}
                 self._catalog_at = self._clock()
         return self._catalog
 
