@@ -139,6 +139,10 @@ class RedeemService:
         self._poll = poll_interval
         self._defer = defer_seconds
         self._max_defer = max_defer_seconds
+        # Keys this process is sending right now: once their lease lapses (a provider slower than the lease)
+        # the store would let anyone take them over; here nobody in this process does, so a live call is
+        # never sent twice from one process. Other processes rely on the lease, and the provider's key.
+        self._running: set[tuple[str, str]] = set()
 
     async def redeem(self, user_id: str, client_mutation_id: str, reward_id: str, face_value: Decimal) -> RedeemOutcome:
         validate_client_mutation_id(client_mutation_id)
@@ -148,7 +152,10 @@ class RedeemService:
 
         deadline = time.monotonic() + self._wait
         while True:
-            claim = await self._store.claim(user_id, client_mutation_id, fingerprint)
+            if (user_id, client_mutation_id) in self._running:
+                claim = Claim(user_id, client_mutation_id, ClaimState.IN_PROGRESS)
+            else:
+                claim = await self._store.claim(user_id, client_mutation_id, fingerprint)
             if claim.state is ClaimState.ACQUIRED:
                 break
             if claim.state is ClaimState.DONE:
@@ -184,6 +191,8 @@ class RedeemService:
 
         None when there is nothing to do: another holder has the key, or it was settled meanwhile.
         """
+        if (user_id, key) in self._running:
+            return None  # this process is still waiting for the provider's answer
         claim = await self._store.claim(user_id, key, fingerprint)
         if claim.state is not ClaimState.ACQUIRED:
             return None
@@ -205,6 +214,15 @@ class RedeemService:
         self, claim: Claim, prepare: Callable[[], Awaitable[RedeemRequest | tuple[RedeemOutcome, bool]]] | None
     ) -> RedeemOutcome:
         """Send the claim's request (the recorded one, or a fresh one from `prepare`), then settle the claim."""
+        self._running.add((claim.user_id, claim.key))
+        try:
+            return await self._run_claimed(claim, prepare)
+        finally:
+            self._running.discard((claim.user_id, claim.key))
+
+    async def _run_claimed(
+        self, claim: Claim, prepare: Callable[[], Awaitable[RedeemRequest | tuple[RedeemOutcome, bool]]] | None
+    ) -> RedeemOutcome:
         # An earlier attempt recorded this request: it may have reached the provider already.
         sent = claim.request is not None
         settle = _Settle.RELEASE

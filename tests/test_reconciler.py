@@ -7,6 +7,9 @@ call), or refuses before doing anything (what a connection error does).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,11 @@ class LossySandbox(SandboxProvider):
     lose_answers = 0  # commit, then fail as if the response was lost on the way back
     refuse = 0  # fail before the sandbox sees the call (nothing committed)
 
+    slow = 0.0  # seconds each redeem call waits before the sandbox sees it (a provider slower than the lease)
+
     async def redeem(self, request: RedeemRequest) -> RedeemResult:
+        if self.slow:
+            await asyncio.sleep(self.slow)
         # Scheduled losses come first, then scheduled refusals.
         if self.lose_answers > 0:
             self.lose_answers -= 1
@@ -179,3 +186,27 @@ def test_given_a_pending_key_when_the_client_retries_before_the_reconciler_then_
 async def _expire_leases(server: LiveServer) -> None:
     async with server.app.state.engine.begin() as conn:
         await conn.execute(sqlalchemy.text("UPDATE idempotency_keys SET lease_until = 0"))
+
+
+def test_given_a_provider_slower_than_the_lease_then_the_same_process_never_sends_the_call_twice(
+    tmp_path: Path,
+) -> None:
+    # The lease lapses while the call is still waiting for the provider; the reconciler (every 0.1 s) and a
+    # client retry in this process see the lapsed lease but leave the live call alone.
+    settings = make_settings(tmp_path, reconcile_interval_seconds=0.1, idempotency_lease_seconds=0.2)
+    with live_server_with_provider(settings, lossy_provider) as slow_server:
+        user, token = "rec-slow", slow_server.token("rec-slow")
+        reward = reward_to_redeem(slow_server)
+        slow_server.provider.slow = 2.0
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            first_call = pool.submit(redeem, slow_server, token, "slow-1", reward)
+            time.sleep(0.6)  # the lease has lapsed; the call is still at the provider
+            retried = redeem(slow_server, token, "slow-1", reward)
+            first = first_call.result(timeout=30)
+        eventually(lambda: pending_keys(slow_server) == 0)
+
+        assert first["userErrors"] == [] and first["redemption"]["status"] == "PENDING"
+        assert [e["code"] for e in retried["userErrors"]] in (["REDEMPTION_IN_PROGRESS"], [])
+        assert slow_server.provider.calls.get("redeem") == 1
+        assert provider_side(slow_server, user, "slow-1") == (1, 1)
