@@ -34,6 +34,7 @@ from providers.base import (
     TransactionPage,
 )
 from providers.errors import (
+    FundingInsufficient,
     IdempotencyConflict,
     InvalidFaceValue,
     ProviderAuthenticationFailed,
@@ -45,14 +46,24 @@ from providers.errors import (
 )
 from providers.events import BalanceChanged, EventHub, RedemptionUpdated
 from providers.fulfilment import FulfilmentProvider, FundingBalance, Order, OrderEvent, OrderRequest, OrderStatus
-from providers.ledger import PointsLedger
+from providers.ledger import PointsLedger, Unsettled
 from providers.rules import fingerprint, validate
 
 logger = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
-# Answers that prove the order was not placed and never will be with this request: refund.
-REFUSALS = (InvalidFaceValue, RewardUnavailable, RewardNotFound, IdempotencyConflict, ProviderPermanentFailure)
+# Answers to placing an order that prove it was not placed and never will be with this request: refund,
+# unless an earlier attempt of the same call may have been committed (`maybe_committed`). A 409 is definite
+# either way: the seller holds another request's order under the reference, never this one's.
+REFUSALS = (
+    InvalidFaceValue,
+    RewardUnavailable,
+    RewardNotFound,
+    IdempotencyConflict,
+    ProviderPermanentFailure,
+    ProviderAuthenticationFailed,
+    FundingInsufficient,
+)
 
 
 def order_reference(idempotency_key: str) -> str:
@@ -122,8 +133,10 @@ class LedgerProvider:
             await self._on_close()
 
     async def check(self) -> None:
+        """Readiness: the seller answered for the company account within funding_ttl. Probes and metric
+        scrapes read the cached balance, so they never spend the seller's rate limit (Tango: 1/s)."""
         self.calls.add("check")
-        await self.funding_balance(fresh=True)
+        await self.funding_balance()
 
     async def funding_balance(self, *, fresh: bool = False) -> FundingBalance:
         """The company account at the seller (operators see it in /readyz); cached for funding_ttl."""
@@ -262,30 +275,45 @@ class LedgerProvider:
     async def _require_funding(self, reward: Reward, request: RedeemRequest) -> None:
         """Refuse before reserving when the company account cannot pay: the user's points stay untouched."""
         funding = await self.funding_balance()
-        if funding.currency_code == reward.currency_code and funding.available < request.face_value:
+        if self._short(funding, reward, request):
+            # A top-up is seen at once: before refusing, ask afresh rather than trust a cached shortfall for
+            # the whole funding_ttl (the client-side rate limiter paces these calls like any other).
+            funding = await self.funding_balance(fresh=True)
+        if self._short(funding, reward, request):
             logger.warning("funding balance too low", extra={"provider": self.name, "currency": funding.currency_code})
             raise ProviderUnavailable("the provider's funding balance cannot cover this redemption", provider=self.name)
+
+    @staticmethod
+    def _short(funding: FundingBalance, reward: Reward, request: RedeemRequest) -> bool:
+        return funding.currency_code == reward.currency_code and funding.available < request.face_value
 
     async def _order(self, redemption: Redemption, order: OrderRequest) -> tuple[Redemption, Balance] | None:
         """Place the order and settle what its answer decides; None when it stays PENDING."""
         try:
             placed = await self.fulfilment.place_order(order)
-        except REFUSALS + (ProviderAuthenticationFailed,) as exc:
-            logger.warning("order refused", extra={"provider": self.name, "error": type(exc).__name__})
-            settled = await self._settle(
-                redemption.id, status=RedemptionStatus.FAILED, reason="The provider refused the order"
-            )
+        except ProviderError as exc:
+            settled = await self._refuse(redemption.id, exc)
             if isinstance(exc, IdempotencyConflict):
                 # The seller holds another order under this reference (Tremendous' 409): the points are
                 # back, and the client learns that its clientMutationId cannot be used for this request.
                 exc.maybe_committed = False
                 raise
             return settled
-        except ProviderError as exc:
-            # Not placed, or placed without our learning it: the reconciler looks the reference up.
+        return await self._apply(redemption.id, placed)
+
+    async def _refuse(self, redemption_id: str, exc: ProviderError) -> tuple[Redemption, Balance] | None:
+        """Settle FAILED with the points back when the seller's answer to an order proves nothing was
+        ordered; otherwise (temporary, or maybe placed) leave it PENDING for the reconciler."""
+        definite = isinstance(exc, REFUSALS) and (isinstance(exc, IdempotencyConflict) or not exc.maybe_committed)
+        if not definite:
             logger.warning("order outcome unknown", extra={"provider": self.name, "error": type(exc).__name__})
             return None
-        return await self._apply(redemption.id, placed)
+        logger.warning("order refused", extra={"provider": self.name, "error": type(exc).__name__})
+        reason = "The provider refused the order"
+        if isinstance(exc, FundingInsufficient):
+            self._funding_at = float("-inf")  # the next redemption asks again, and is refused before reserving
+            reason = "The provider cannot fund this reward right now"
+        return await self._settle(redemption_id, status=RedemptionStatus.FAILED, reason=reason)
 
     async def _apply(self, redemption_id: str, order: Order) -> tuple[Redemption, Balance] | None:
         if order.status is OrderStatus.FULFILLED:
@@ -343,35 +371,45 @@ class LedgerProvider:
         for item in await self.ledger.unsettled():
             if self._stopping.is_set():
                 break
-            try:
-                order = await self.fulfilment.find_order(item.reference)
-                if order is None:
-                    # The provider has no order under the reference: the saga never placed it (e.g. the
-                    # process died after reserving). Place it now; the reference keeps it at one.
-                    snapshot = await self.ledger.reward_snapshot(item.redemption_id)
-                    order = await self.fulfilment.place_order(
-                        OrderRequest(
-                            reference=item.reference,
-                            reward_id=item.reward_id,
-                            face_value=item.face_value,
-                            currency_code=item.currency_code if snapshot is None else snapshot.currency_code,
-                            recipient_name=item.user_id,
-                        )
-                    )
-                result = await self._apply(item.redemption_id, order)
-            except REFUSALS + (ProviderAuthenticationFailed,):
-                result = await self._settle(
-                    item.redemption_id, status=RedemptionStatus.FAILED, reason="The provider refused the order"
-                )
-            except ProviderError as exc:
-                logger.warning("reconcile: provider failed", extra={"provider": self.name, "error": type(exc).__name__})
-                result = None
+            # Taken for as long as a saga's own order call may take: another pass, in this process or
+            # another sharing the database, leaves it alone meanwhile, so no two ask the seller at once.
+            if not await self.ledger.claim(item.redemption_id, self._timing.first_check):
+                continue
+            result = await self._reconcile(item)
             if result is not None:
                 settled += 1
             else:
                 delay = min(self._timing.max_backoff, self._timing.reconcile_interval * 2 ** min(item.attempts, 16))
                 await self.ledger.defer(item.redemption_id, delay * random.uniform(0.5, 1.0))
         return settled
+
+    async def _reconcile(self, item: Unsettled) -> tuple[Redemption, Balance] | None:
+        try:
+            order = await self.fulfilment.find_order(item.reference)
+        except ProviderError as exc:
+            # Whatever the look-up's error (a 401 after rotated credentials, a 404, a 5xx), it says nothing
+            # about the order: never refund on it, ask again later.
+            logger.warning(
+                "reconcile: order look-up failed", extra={"provider": self.name, "error": type(exc).__name__}
+            )
+            return None
+        if order is not None:
+            return await self._apply(item.redemption_id, order)
+        # The provider has no order under the reference: the saga never placed it (e.g. the process died
+        # after reserving). Place it now; the reference keeps it at one.
+        snapshot = await self.ledger.reward_snapshot(item.redemption_id)
+        request = OrderRequest(
+            reference=item.reference,
+            reward_id=item.reward_id,
+            face_value=item.face_value,
+            currency_code=item.currency_code if snapshot is None else snapshot.currency_code,
+            recipient_name=item.user_id,
+        )
+        try:
+            placed = await self.fulfilment.place_order(request)
+        except ProviderError as exc:
+            return await self._refuse(item.redemption_id, exc)
+        return await self._apply(item.redemption_id, placed)
 
     async def _reconcile_forever(self) -> None:
         while not self._stopping.is_set():

@@ -2,6 +2,7 @@
 
 ProviderError                       base: carries what is needed to debug, never a secret
 ├── InsufficientPoints              the user's balance cannot cover the debit
+├── PointsLimitExceeded             a credit would take a balance past the most points an account holds
 ├── RewardNotFound                  no reward with that id
 ├── RewardUnavailable               the reward is out of stock or discontinued
 ├── InvalidFaceValue                the face value is not one the reward allows
@@ -14,7 +15,8 @@ ProviderError                       base: carries what is needed to debug, never
     ├── ProviderTimeout             no answer in time (connect, read, write, pool or call budget)
     ├── ProviderConnectionError     the connection failed or dropped
     ├── ProviderMalformedResponse   the answer was cut short, not JSON, or of the wrong shape
-    └── ProviderCircuitOpen         failing fast: the provider failed repeatedly, nothing was sent
+    ├── ProviderCircuitOpen         failing fast: the provider failed repeatedly, nothing was sent
+    └── FundingInsufficient         the company account at the seller cannot pay (402): nothing ordered
 
 Every error carries `provider`, `status` (HTTP status, when there was one), `retry_after`
 (seconds, when the provider said), `request_id` (the provider's, for its support),
@@ -57,6 +59,10 @@ class ProviderError(Exception):
 
 class InsufficientPoints(ProviderError):
     """The user's available points do not cover the redemption."""
+
+
+class PointsLimitExceeded(ProviderError):
+    """A credit would take the user's points (available and reserved) past what an account may hold."""
 
 
 class RewardNotFound(ProviderError):
@@ -132,3 +138,13 @@ __all__ = [
     "RewardNotFound",
     "RewardUnavailable",
 ]
+
+
+class FundingInsufficient(ProviderUnavailable):
+    """The seller refused the order because the company account cannot pay for it (HTTP 402).
+
+    To the user it is the provider being unavailable; to the saga it is a definite refusal: nothing was
+    ordered, so the points go back (unless an earlier attempt of the same call may have been committed).
+    """
+
+    retryable = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
@@ -23,8 +24,9 @@ from providers.base import (
     RewardAvailability,
     TransactionKind,
 )
-from providers.errors import IdempotencyConflict, InsufficientPoints
+from providers.errors import IdempotencyConflict, InsufficientPoints, PointsLimitExceeded, ProviderUnavailable
 from providers.ledger import CardCipher, CardUnreadable, PointsLedger, ReserveResult, utcnow
+from providers.ledger.store import MAX_POINTS
 from providers.sql import create_engine
 
 pytestmark = pytest.mark.anyio
@@ -384,7 +386,8 @@ async def test_given_fulfilled_when_settling_then_the_card_is_stored_encrypted_a
     assert settled is not None and again is None
     assert settled.redemption.status is RedemptionStatus.FULFILLED and settled.redemption.gift_card == CARD
     assert (settled.balance.available, settled.balance.pending) == (700, 0)
-    assert stored is not None and stored.gift_card == CARD and by_reference == stored
+    assert stored is not None and stored.gift_card == CARD
+    assert by_reference == dataclasses.replace(stored, gift_card=None)  # looked up by reference: never decrypted
     assert balance.available == 700
     [(ciphertext, order_id)] = rows(path, "SELECT card_ciphertext, order_id FROM ledger_redemptions")
     assert order_id == "ORD-1"
@@ -423,18 +426,25 @@ async def test_given_pending_when_settling_to_pending_then_value_error(tmp_path:
             await ledger.settle(reserved.redemption.id, status=RedemptionStatus.PENDING)
 
 
-async def test_given_cards_under_an_unknown_key_when_reading_then_card_unreadable(tmp_path: Path) -> None:
+async def test_given_cards_under_an_unknown_key_when_reading_then_a_typed_temporary_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "ledger.db"
     async with open_ledger(path, starting_balance=1000) as ledger:
         reserved = await reserve(ledger)
         await ledger.settle(reserved.redemption.id, status=RedemptionStatus.FULFILLED, gift_card=CARD)
     async with open_ledger(path, keys=[CardCipher.generate_key()]) as rekeyed:
-        with pytest.raises(CardUnreadable) as raised:
+        with pytest.raises(ProviderUnavailable) as raised:
             await rekeyed.redemptions_by_id([reserved.redemption.id])
         [unknown] = await rekeyed.redemptions_by_id(["rd_unknown"])
+        # Looking a redemption up by its order reference (webhooks, replays) never needs the card.
+        by_reference = await rekeyed.redemption_by_reference("refkey-1")
 
+    assert isinstance(raised.value.__cause__, CardUnreadable)
     assert unknown is None
-    assert "CODE-1234" not in str(raised.value)
+    assert by_reference is not None and by_reference.id == reserved.redemption.id and by_reference.gift_card is None
+    assert "CODE-1234" not in str(raised.value) and "CODE-1234" not in caplog.text
+    assert "gift card unreadable" in caplog.text
 
 
 # The reconciler's queue
@@ -478,6 +488,53 @@ async def test_given_pending_redemptions_then_unsettled_lists_them_when_due_and_
         (second.redemption.id, 0, None),
     ]
     assert [u.redemption_id for u in after_settle] == [first.redemption.id]
+
+
+async def test_given_a_due_redemption_when_two_ledgers_claim_it_then_only_one_gets_it_until_the_lease_ends(
+    tmp_path: Path,
+) -> None:
+    # Two gateway processes sharing the database: only the claimant may ask the provider about it.
+    clock = Clock()
+    path = tmp_path / "ledger.db"
+    async with open_ledger(path, starting_balance=1000, clock=clock) as one, open_ledger(path, clock=clock) as two:
+        reserved = await reserve(one)
+        claims = await asyncio.gather(*(ledger.claim(reserved.redemption.id, 60) for ledger in (one, two, one, two)))
+        due_during_lease = await two.unsettled()
+        clock.advance(61)
+        due_after_lease = await two.unsettled()
+        reclaimed = await two.claim(reserved.redemption.id, 60)
+        clock.advance(61)
+        await one.settle(reserved.redemption.id, status=RedemptionStatus.FULFILLED, gift_card=CARD)
+        settled_claim = await one.claim(reserved.redemption.id, 60)
+
+    assert sorted(claims) == [False, False, False, True]
+    assert due_during_lease == []
+    assert [u.redemption_id for u in due_after_lease] == [reserved.redemption.id]
+    assert reclaimed is True
+    assert settled_claim is False
+
+
+async def test_given_a_balance_near_the_limit_then_grants_stop_at_max_points_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    async with open_ledger(tmp_path / "ledger.db", starting_balance=1000) as ledger:
+        await ledger.grant("alice", MAX_POINTS - 1000 - 100, reason="big", source="cli:ops")
+        reserved = await reserve(ledger, points=100)  # reserved points count too: a refund must always fit
+        with pytest.raises(PointsLimitExceeded):
+            await ledger.grant("alice", 101, reason="one too many", source="webhook:loyalty", event_id="evt-1")
+        with pytest.raises(PointsLimitExceeded):
+            await ledger.grant("bob", 10**20, reason="absurd", source="cli:ops")
+        topped_up = await ledger.grant("alice", 100, reason="to the brim", source="webhook:loyalty", event_id="evt-1")
+        refunded = await ledger.settle(reserved.redemption.id, status=RedemptionStatus.FAILED, failure_reason="x")
+        with pytest.raises(PointsLimitExceeded):
+            await ledger.grant("alice", 1, reason="past the brim", source="cli:ops")
+        [alice] = await ledger.balances(["alice"])
+
+    # The refused grant rolled back with its event id, so the same event could be granted afterwards.
+    assert topped_up is not None and (topped_up.balance.available, topped_up.balance.pending) == (MAX_POINTS - 100, 100)
+    assert refunded is not None and refunded.balance.available == MAX_POINTS
+    assert (alice.available, alice.pending) == (MAX_POINTS, 0)
+    assert rows(tmp_path / "ledger.db", "SELECT count(*) FROM ledger_accounts WHERE user_id = 'bob'") == [(0,)]
 
 
 async def test_given_unknown_ids_then_lookups_answer_none(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def tango_error(status: int, code: str | None) -> httpx.Response:
 @pytest.mark.parametrize(
     ("status", "code", "error", "retryable", "maybe_committed"),
     [
-        (402, "402.001", perr.ProviderUnavailable, False, False),  # the company account, not the user's points
+        (402, "402.001", perr.FundingInsufficient, False, False),  # the company account, not the user's points
         (422, "422.025", perr.InvalidFaceValue, False, False),
         (422, "422.026", perr.InvalidFaceValue, False, False),
         (422, "422.027", perr.InvalidFaceValue, False, False),
@@ -55,7 +55,7 @@ def test_each_tango_error_maps_to_its_port_error(
 def test_bodies_without_a_documented_code_fall_back_to_the_status(body: object) -> None:
     assert tango_error_code(body) is None
     response = httpx.Response(402, json=body)
-    assert type(TANGO_ERRORS.error_for(response, provider="tango", operation="o")) is perr.ProviderUnavailable
+    assert type(TANGO_ERRORS.error_for(response, provider="tango", operation="o")) is perr.FundingInsufficient
 
 
 def test_the_first_documented_code_wins_and_a_non_json_body_is_read_by_status() -> None:

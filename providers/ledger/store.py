@@ -7,6 +7,7 @@ interleaving, in this process or another sharing the database, takes a balance b
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -30,17 +31,22 @@ from providers.base import (
     TransactionKind,
     TransactionPage,
 )
-from providers.errors import IdempotencyConflict, InsufficientPoints
-from providers.ledger.cipher import CardCipher
+from providers.errors import IdempotencyConflict, InsufficientPoints, PointsLimitExceeded, ProviderUnavailable
+from providers.ledger.cipher import CardCipher, CardUnreadable
 from providers.ledger.migrate import upgrade
 from providers.ledger.models import GrantResult, ReserveResult, SettleResult, Unsettled, dump_reward, load_reward
 from providers.ledger.tables import accounts, grant_events, redemptions, transactions
 from providers.sql import transaction_page, writer
 
+logger = logging.getLogger(__name__)
+
 PROVIDER = "ledger"
 WELCOME_DESCRIPTION = "Welcome bonus"
 SOURCE_ENROLMENT = "ledger:enrolment"
 SOURCE_REDEMPTION = "ledger:redemption"
+# The most points an account may hold, available and reserved together: GraphQL's Int is 32-bit, and so
+# are the columns on PostgreSQL. Grants stop here; reserves and refunds only move points within it.
+MAX_POINTS = 2**31 - 1
 # Dialects whose INSERT ... ON CONFLICT DO NOTHING we use (the same statement on both).
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -165,6 +171,23 @@ class PointsLedger:
         )
         return int(result.scalar_one())
 
+    async def _credit_within_limit(self, conn: AsyncConnection, user_id: str, points: int, now: datetime) -> int | None:
+        """Credit a grant; None when available and reserved points together would pass MAX_POINTS."""
+        reserved = (
+            select(func.coalesce(func.sum(redemptions.c.points), 0))
+            .where(redemptions.c.user_id == user_id, redemptions.c.status == RedemptionStatus.PENDING.value)
+            .scalar_subquery()
+        )
+        if points > MAX_POINTS:
+            return None
+        result = await conn.execute(
+            update(accounts)
+            .where(accounts.c.user_id == user_id, accounts.c.available + reserved <= MAX_POINTS - points)
+            .values(available=accounts.c.available + points, updated_at=now)
+            .returning(accounts.c.available)
+        )
+        return result.scalar_one_or_none()
+
     # Transactions
 
     async def _record(
@@ -267,7 +290,11 @@ class PointsLedger:
                     return None
             await self._enrol(conn, user_id, now)
             if points > 0:
-                available: int | None = await self._credit(conn, user_id, points, now)
+                available: int | None = await self._credit_within_limit(conn, user_id, points, now)
+                if available is None:  # the rollback also forgets the event
+                    raise PointsLimitExceeded(
+                        f"the grant would take the balance past {MAX_POINTS} points", provider=PROVIDER
+                    )
             else:
                 available = await self._debit(conn, user_id, -points, now)
                 if available is None:  # the rollback also forgets the event: a smaller adjustment may follow
@@ -308,9 +335,7 @@ class PointsLedger:
         now = self._clock()
         async with self._write() as conn:
             row = (
-                await conn.execute(
-                    select(redemptions).where(redemptions.c.idempotency_key == request.idempotency_key)
-                )
+                await conn.execute(select(redemptions).where(redemptions.c.idempotency_key == request.idempotency_key))
             ).first()
             if row is not None:
                 if row.request_fingerprint != fingerprint or row.user_id != request.user_id:
@@ -442,6 +467,23 @@ class PointsLedger:
                 for row in rows
             ]
 
+    async def claim(self, redemption_id: str, lease: float) -> bool:
+        """Take a due PENDING redemption for `lease` seconds; False when another worker, in this process or
+        another sharing the database, took it first (or it settled). Only the claimant asks the provider."""
+        now = self._clock()
+        async with self._write() as conn:
+            claimed = await conn.execute(
+                update(redemptions)
+                .where(
+                    redemptions.c.id == redemption_id,
+                    redemptions.c.status == RedemptionStatus.PENDING.value,
+                    redemptions.c.next_check_at <= now,
+                )
+                .values(next_check_at=now + timedelta(seconds=lease))
+                .returning(redemptions.c.id)
+            )
+            return claimed.first() is not None
+
     async def defer(self, redemption_id: str, delay: float) -> None:
         """Check this PENDING redemption again after `delay` seconds, counting the attempt."""
         async with self._write() as conn:
@@ -462,16 +504,15 @@ class PointsLedger:
         return [found.get(redemption_id) for redemption_id in ids]
 
     async def redemption_by_reference(self, reference: str) -> Redemption | None:
+        """The redemption placed under an order reference, without its card (never decrypted here)."""
         async with self._read() as conn:
             row = (await conn.execute(select(redemptions).where(redemptions.c.order_reference == reference))).first()
-        return None if row is None else self._redemption(row)
+        return None if row is None else _redemption_row(row._mapping, card=None)
 
     async def reward_snapshot(self, redemption_id: str) -> Reward | None:
         """The reward as it was when the points were reserved."""
         async with self._read() as conn:
-            snapshot = await conn.scalar(
-                select(redemptions.c.reward_snapshot).where(redemptions.c.id == redemption_id)
-            )
+            snapshot = await conn.scalar(select(redemptions.c.reward_snapshot).where(redemptions.c.id == redemption_id))
         return None if snapshot is None else load_reward(snapshot)
 
     async def redeemed_rewards(self, reward_ids: Sequence[str]) -> dict[str, Reward]:
@@ -488,7 +529,13 @@ class PointsLedger:
 
     def _redemption(self, row: Row[Any]) -> Redemption:
         ciphertext = row.card_ciphertext
-        card = self._cipher.decrypt(ciphertext) if ciphertext is not None else None
+        try:
+            card = self._cipher.decrypt(ciphertext) if ciphertext is not None else None
+        except CardUnreadable as exc:
+            logger.error("gift card unreadable: no configured key fits", extra={"redemption_id": row.id})
+            # An operator problem (a key removed from GIFTGRAPH_CARD_ENCRYPTION_KEYS too early): the card is
+            # kept, and the owner sees a typed, temporary error rather than an internal one.
+            raise ProviderUnavailable("the gift card cannot be read right now", provider=PROVIDER) from exc
         return _redemption_row(row._mapping, card=card)
 
 

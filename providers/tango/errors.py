@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from providers.errors import (
+    FundingInsufficient,
     IdempotencyConflict,
     InvalidFaceValue,
     ProviderAuthenticationFailed,
@@ -41,8 +42,8 @@ TANGO_ERRORS = ErrorTable(
         ErrorRule(403, None, ProviderAuthenticationFailed),
         # The COMPANY account cannot pay: an operator must fund it. Never the user's points, and a
         # definite refusal (nothing ordered), so not retried and not maybe_committed.
-        ErrorRule(402, "402.001", ProviderUnavailable),
-        ErrorRule(402, None, ProviderUnavailable),
+        ErrorRule(402, "402.001", FundingInsufficient),
+        ErrorRule(402, None, FundingInsufficient),
         ErrorRule(409, None, IdempotencyConflict),
         ErrorRule(422, "422.025", InvalidFaceValue),  # amount outside minValue..maxValue
         ErrorRule(422, "422.026", InvalidFaceValue),  # whole amounts only

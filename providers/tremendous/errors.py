@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from providers.errors import (
+    FundingInsufficient,
     IdempotencyConflict,
     InvalidFaceValue,
     ProviderAuthenticationFailed,
@@ -60,7 +61,7 @@ TREMENDOUS_ERRORS = ErrorTable(
         ErrorRule(401, None, ProviderAuthenticationFailed),
         # The COMPANY's Tremendous balance is short, not the user's points: a provider problem for
         # operators. Not retried (topping up takes a human) and nothing was ordered.
-        ErrorRule(402, None, ProviderUnavailable),
+        ErrorRule(402, None, FundingInsufficient),
         ErrorRule(403, None, ProviderAuthenticationFailed),  # the key lacks the scope (read-only key)
         ErrorRule(404, None, ProviderPermanentFailure),
         ErrorRule(409, None, IdempotencyConflict),  # the external_id was used with other parameters
