@@ -1,11 +1,13 @@
 """The ledger on PostgreSQL (127.0.0.1:5432, db `test`): migrations and concurrency across engines.
 
-Skipped when no server answers there; CI runs one. Each test works in a schema of its own, dropped afterwards.
+Skipped when no server answers there, except under .ci/run (GIFTGRAPH_TEST_REQUIRE_POSTGRES), which
+expects the server CI machines run. Each test works in a schema of its own, dropped afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +51,8 @@ async def engines() -> AsyncIterator[Callable[[], AsyncEngine]]:
     except ImportError:
         pytest.skip("asyncpg is not installed (pip install -e '.[test]')")
     if not _reachable():
+        if os.environ.get("GIFTGRAPH_TEST_REQUIRE_POSTGRES"):  # set by .ci/run: CI has a server, so no silent skip
+            pytest.fail("GIFTGRAPH_TEST_REQUIRE_POSTGRES is set but no PostgreSQL answers at 127.0.0.1:5432")
         pytest.skip("no PostgreSQL at 127.0.0.1:5432")
     schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
     admin = create_async_engine(PG_URL)
