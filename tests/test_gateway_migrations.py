@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from providers.sql import create_engine
 from resolvers.idempotency import ClaimState, IdempotencyStore
 from resolvers.migrate import upgrade
+from tests.migrations import GATEWAY_HEAD
 from tests.test_ledger_postgres import engines  # noqa: F401  (the PostgreSQL fixture, skipped without a server)
 
 pytestmark = pytest.mark.anyio
@@ -51,7 +52,7 @@ async def test_given_a_new_database_when_upgraded_twice_then_the_tables_exist_on
 
     assert TABLES <= sqlite_tables(tmp_path / "giftgraph.db")
     async with engine.connect() as conn:
-        assert (await conn.execute(text("SELECT version_num FROM gateway_alembic_version"))).scalar_one() == "0001"
+        assert (await conn.execute(text("SELECT version_num FROM gateway_alembic_version"))).scalar_one() == GATEWAY_HEAD
 
 
 async def test_given_a_database_an_earlier_build_made_when_the_store_starts_then_columns_are_added_and_rows_kept(

@@ -11,6 +11,7 @@ import pytest
 
 from providers.ledger import upgrade
 from providers.sql import create_engine
+from tests.migrations import LEDGER_HEAD
 from tests.test_ledger import open_ledger, rows, sqlite_url
 
 pytestmark = pytest.mark.anyio
@@ -38,7 +39,7 @@ async def test_given_an_empty_database_when_upgrading_twice_then_tables_exist_an
 
     assert TABLES <= {name for name, _ in first}
     assert schema(path) == first
-    assert rows(path, "SELECT version_num FROM ledger_alembic_version") == [("0001",)]
+    assert rows(path, "SELECT version_num FROM ledger_alembic_version") == [(LEDGER_HEAD,)]
     assert rows(path, "SELECT user_id, available FROM ledger_accounts") == [("alice", 5)]
     assert not (Path.cwd() / "alembic.ini").exists()  # configured in code, nothing read from disk
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from providers.base import RedemptionStatus
 from providers.errors import InsufficientPoints
 from providers.ledger import CardCipher, PointsLedger, ReserveResult, upgrade
+from tests.migrations import LEDGER_HEAD
 from tests.test_ledger import CARD, KEY, reserve
 
 pytestmark = pytest.mark.anyio
@@ -30,6 +31,7 @@ TABLES = {
     "ledger_transactions",
     "ledger_redemptions",
     "ledger_grant_events",
+    "ledger_provider_tokens",
     "ledger_alembic_version",
 }
 LIST_TABLES = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
@@ -98,7 +100,7 @@ async def test_given_postgres_when_upgrading_from_two_engines_twice_then_tables_
     async with one.connect() as conn:
         names = set((await conn.execute(text(LIST_TABLES))).scalars())
     assert names == TABLES
-    assert await scalar(one, "SELECT version_num FROM ledger_alembic_version") == "0001"
+    assert await scalar(one, "SELECT version_num FROM ledger_alembic_version") == LEDGER_HEAD
 
 
 async def test_given_postgres_and_two_engines_when_20_reserves_race_for_5_then_exactly_5_succeed(
