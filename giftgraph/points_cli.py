@@ -21,14 +21,34 @@ def points() -> None:
     """The points ledger (GIFTGRAPH_PROVIDER=tremendous or tango)."""
 
 
+# The ledger, its database driver and the webhook's rules are imported when a grant runs, not for `--help`.
+
+
+def _user_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from giftgraph.loyalty import user_id_error  # the loyalty webhook's rule: one rule for every way in
+
+    error = user_id_error(value)
+    if error is not None:
+        raise click.BadParameter(error, ctx=ctx, param=param)
+    return value
+
+
+def _amount(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    from providers.ledger.store import MAX_POINTS
+
+    if value == 0:
+        raise click.BadParameter("must not be 0", ctx=ctx, param=param)
+    if not -MAX_POINTS <= value <= MAX_POINTS:
+        raise click.BadParameter(f"{value} is not between -{MAX_POINTS} and {MAX_POINTS}", ctx=ctx, param=param)
+    return value
+
+
 @points.command(context_settings={"ignore_unknown_options": True})  # so that -500 is an AMOUNT
-@click.argument("user_id")
-@click.argument("amount", type=int)
+@click.argument("user_id", callback=_user_id)
+@click.argument("amount", type=int, callback=_amount)
 @click.option("--reason", required=True, help="Why: kept with the transaction for the audit trail.")
 def grant(user_id: str, amount: int, reason: str) -> None:
     """Credit AMOUNT points to USER_ID (a negative AMOUNT corrects a balance, never below zero)."""
-    if amount == 0:
-        raise click.UsageError("AMOUNT must not be 0")
     if not reason.strip():
         raise click.UsageError("--reason must say why")
     try:
@@ -48,7 +68,8 @@ def grant(user_id: str, amount: int, reason: str) -> None:
 
 async def _grant(settings: Settings, user_id: str, amount: int, reason: str):  # type: ignore[no-untyped-def]
     from giftgraph.fulfilment import open_ledger
-    from providers.errors import InsufficientPoints
+    from providers.errors import InsufficientPoints, PointsLimitExceeded
+    from providers.ledger.store import MAX_POINTS
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ledger, engine = open_ledger(settings)
@@ -57,6 +78,13 @@ async def _grant(settings: Settings, user_id: str, amount: int, reason: str):  #
         result = await ledger.grant(user_id, amount, reason=reason, source=f"cli:{_operator()}")
     except InsufficientPoints:
         raise click.ClickException(f"{user_id} does not have {-amount} points to take") from None
+    except PointsLimitExceeded:
+        raise click.ClickException(
+            f"{user_id} cannot take {amount} more points: an account holds at most {MAX_POINTS} "
+            "(available and reserved together)"
+        ) from None
+    except ValueError as exc:  # the ledger's own checks (a grant, its configuration): nothing was written
+        raise click.ClickException(f"nothing was written: {exc}") from None
     finally:
         await engine.dispose()
     assert result is not None  # no event id: never a duplicate

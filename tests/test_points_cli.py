@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy
 
 from providers.ledger import CardCipher, PointsLedger
+from providers.ledger.store import MAX_POINTS
 from providers.sql import create_engine
 
 
@@ -18,7 +20,12 @@ def run(data_dir: Path, *args: str, provider: str = "tango") -> subprocess.Compl
     env = {key: value for key, value in os.environ.items() if not key.startswith("GIFTGRAPH_")}
     env |= {"GIFTGRAPH_DATA_DIR": str(data_dir), "GIFTGRAPH_PROVIDER": provider}
     return subprocess.run(
-        [sys.executable, "-m", "giftgraph", "points", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "giftgraph", "points", *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -93,3 +100,41 @@ def test_given_a_grant_then_the_gateways_ledger_reads_it(tmp_path: Path) -> None
             await engine.dispose()
 
     assert asyncio.run(read()) == 250
+
+
+def test_given_an_amount_past_what_an_account_holds_then_a_usage_error_naming_the_bounds_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    too_much = run(tmp_path, "grant", "bob", "100000000000000000000", "--reason", "typo")
+    too_little = run(tmp_path, "grant", "bob", "-100000000000000000000", "--reason", "typo")
+
+    for refused in (too_much, too_little):
+        assert refused.returncode == 2
+        assert "Invalid value for 'AMOUNT'" in refused.stderr and str(MAX_POINTS) in refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "giftgraph.db").exists()
+
+
+@pytest.mark.parametrize("user_id", ["", "   ", "u" * 256], ids=["empty", "blank", "over 255 characters"])
+def test_given_a_user_id_no_user_can_have_then_a_usage_error_and_nothing_written(tmp_path: Path, user_id: str) -> None:
+    refused = run(tmp_path, "grant", user_id, "5", "--reason", "x")
+
+    assert refused.returncode == 2
+    assert "Invalid value for 'USER_ID'" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "giftgraph.db").exists()
+
+
+def test_given_a_grant_past_the_points_limit_then_exit_1_with_the_limit_and_nothing_written(tmp_path: Path) -> None:
+    assert run(tmp_path, "grant", "frank", str(MAX_POINTS - 10), "--reason", "big").returncode == 0
+
+    refused = run(tmp_path, "grant", "frank", "11", "--reason", "one too many")
+    fits = run(tmp_path, "grant", "frank", "10", "--reason", "to the brim")
+
+    assert refused.returncode == 1
+    assert f"frank cannot take 11 more points: an account holds at most {MAX_POINTS}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert fits.returncode == 0, fits.stderr
+    assert [(points, after) for _, points, after, *_ in ledger_rows(tmp_path)] == [
+        (MAX_POINTS - 10, MAX_POINTS - 10),
+        (10, MAX_POINTS),
+    ]
