@@ -1,9 +1,10 @@
 """HTTP routes for providers that sell cards against a funded account: their webhooks, and the funding balance.
 
-POST /webhooks/tremendous|tango: verified by the adapter's own scheme; an order event settles the
-redemption with that reference (read live from the provider, and only from PENDING, so a duplicate or
-late delivery changes nothing); a catalog event drops the catalog caches. GET /metrics: whether the
-provider answers and, for a seller, the funding balance, for the operators' alerting.
+POST /webhooks/tremendous|tango: verified by the adapter's own scheme (not proven genuine, or stale: 401;
+well signed but not an event of that seller, a ValueError from the adapter: 400; either way nothing is
+processed); an order event settles the redemption with that reference (read live from the provider, and only
+from PENDING, so a duplicate or late delivery changes nothing); a catalog event drops the catalog caches.
+GET /metrics: whether the provider answers and, for a seller, the funding balance, for the operators' alerting.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def _receiver(seller: str) -> Any:
             logger.warning("webhook refused: not verified", extra={"provider": provider.name, "reason": str(exc)})
             return _answer(401, "invalid_signature", "the webhook signature could not be verified")
         except ValueError:
+            logger.warning("webhook refused: not an event", extra={"provider": provider.name})
             return _answer(400, "invalid_event", "the body is not an event of this provider")
         try:
             for event in events:

@@ -65,6 +65,8 @@ class Reward:
     availability: RewardAvailability
     terms: str | None = None
     redemption_instructions: str | None = None
+    # The provider takes only whole amounts (Tango's isWholeAmountValueRequired): 25 but not 25.50.
+    whole_amounts_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

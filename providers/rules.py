@@ -19,13 +19,22 @@ def validate(request: RedeemRequest, reward: Reward | None, *, provider: str) ->
         state = reward.availability.value.lower().replace("_", " ")
         raise RewardUnavailable(f"reward {reward.id} is {state}", provider=provider)
     face_value = request.face_value
-    if not _whole_cents(face_value) or not reward.denomination.allows(face_value):
+    if not allows_face_value(reward, face_value):
         raise InvalidFaceValue(
             f"{face_value} {reward.currency_code} is not a face value of reward {reward.id}", provider=provider
         )
     if request.points <= 0:
         raise InvalidFaceValue("a redemption must cost a positive number of points", provider=provider)
     return reward
+
+
+def allows_face_value(reward: Reward, face_value: Decimal) -> bool:
+    """Whether the reward can be ordered at that face value: one of its values, in whole cents, and in whole
+    units when the provider takes only those (Tango refuses anything else at order time, with 422.026, after
+    the points were reserved)."""
+    if not _whole_cents(face_value) or not reward.denomination.allows(face_value):
+        return False
+    return not reward.whole_amounts_only or face_value == face_value.to_integral_value()
 
 
 def fingerprint(request: RedeemRequest) -> str:

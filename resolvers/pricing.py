@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from decimal import ROUND_CEILING, Decimal
 
 from providers import Reward
+from providers.rules import allows_face_value
 
 
 class Pricing:
@@ -24,11 +25,8 @@ class Pricing:
 
     def point_cost_for(self, reward: Reward, face_value: Decimal) -> int | None:
         """Points for that face value, or None when the reward cannot be redeemed at it."""
-        # No gift card carries a fraction of a cent (providers refuse one), so neither does a price.
-        if (
-            not face_value.is_finite()
-            or face_value.normalize().as_tuple().exponent < -2  # type: ignore[operator]
-            or not reward.denomination.allows(face_value)
-        ):
+        # The same rule redeem applies (whole cents, the reward's values, whole units where the provider
+        # takes only those): never a price for an amount redeem would refuse.
+        if not allows_face_value(reward, face_value):
             return None
         return self.points_for(face_value, reward.currency_code)

@@ -7,7 +7,8 @@
   item), GET /orders?externalRefID= (history, without reward credentials), GET /orders/{id}.
 - Errors in Tango's shape {timestamp, requestId, path, httpCode, httpPhrase, errors: [...]} with
   402.001, 422.025/026/027, 503.002, 401.501; a 1 request/second limit answering 429 (configurable).
-- `fail_next(...)` scripts failures, `lose_next_order_answer()` commits an order then answers 500.
+- `fail_next(...)` scripts failures, `lose_next_order_answer()` commits an order then answers 500,
+  `hold_orders` keeps POST /orders waiting at the door (no order if the caller goes).
 
     with running_fake_tango(rate_limit=None) as tango:
         async with started(make_tango(tango.url)) as provider:
@@ -16,11 +17,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,6 +103,9 @@ class FakeTangoState:
     auth_mode: str = "basic"  # basic | oauth2
     rate_limit: int | None = 1  # requests per rate_window on the API (not the token endpoint); None: off
     rate_window: float = 1.0
+    # What the rate limit reads as "now" (once per API request): tests may step it, so whether a request falls
+    # inside the window does not depend on how fast the machine is.
+    clock: Callable[[], float] = time.monotonic
     token_ttl: int = 86_400
     token_window: float = 72_000.0  # 20 h: a second token inside it is refused with 400
     balance: Decimal = Decimal("1000.00")
@@ -111,12 +116,16 @@ class FakeTangoState:
     order_status_override: str | None = None  # answer orders with this status (unknown-enum tests)
     scripted: list[tuple[int, str | None]] = field(default_factory=list)  # next API answers (status, code)
     lose_order_answers: int = 0
+    # Seconds a POST /orders waits before Tango looks at it; a caller gone meanwhile leaves no order (the
+    # request never got past Tango's front door).
+    hold_orders: float = 0.0
+    held: int = 0  # POST /orders now waiting in hold_orders
     # What happened
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (monotonic)
     last_token_at: float | None = None
     token_requests: list[dict[str, str]] = field(default_factory=list)
     api_requests: list[tuple[str, str]] = field(default_factory=list)
-    rate_limited: int = 0
+    rate_limited: int = 0  # 429s sent
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # referenceOrderID -> order
     by_ref: dict[str, str] = field(default_factory=dict)  # externalRefID -> referenceOrderID
     _window: list[float] = field(default_factory=list)
@@ -174,7 +183,7 @@ class FakeTango:
             if not header.startswith("Bearer ") or state.tokens.get(token, 0) <= time.monotonic():
                 return self._error(request, 401, "401.502", "Invalid or expired token")
         if state.rate_limit is not None:
-            now = time.monotonic()
+            now = state.clock()
             state._window = [at for at in state._window if now - at < state.rate_window]
             if len(state._window) >= state.rate_limit:
                 state.rate_limited += 1
@@ -184,6 +193,19 @@ class FakeTango:
             status, code = state.scripted.pop(0)
             return self._error(request, status, code, "scripted failure")
         return None
+
+    async def _held_until_gone(self, request: Request) -> bool:
+        """Hold the order at the door for `hold_orders` seconds; True when the caller went away meanwhile."""
+        self.state.held += 1
+        try:
+            deadline = time.monotonic() + self.state.hold_orders
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    return True
+                await asyncio.sleep(0.02)
+            return False
+        finally:
+            self.state.held -= 1
 
     # Routes
 
@@ -230,7 +252,9 @@ class FakeTango:
         return None
 
     async def create_order(self, request: Request) -> JSONResponse:
-        body = await request.json()
+        body = await request.json()  # read first: watching for a disconnect consumes messages
+        if self.state.hold_orders > 0 and await self._held_until_gone(request):
+            return self._error(request, 499, None, "Client closed request")
         with self.lock:
             if (refused := self._gate(request)) is not None:
                 return refused

@@ -4,9 +4,10 @@ Bearer API key (401 otherwise), GET /products with comma-separated `country`/`cu
 POST /orders idempotent by `external_id` (same payload: the existing order, 201; other parameters: 409),
 402 when the balance is short, GET /orders?external_id=, GET /orders/{id}, GET /rewards/{id},
 GET /funding_sources with meta.available_cents, a 10 requests/s window answering 429 with the singular
-`{"error": ...}` body, and error bodies `{"errors": {"message", "payload"}}`.
+`{"error": ...}` body (on `clock`, injectable), and error bodies `{"errors": {"message", "payload"}}`.
 Knobs: `async_orders` (202 + PENDING, then `complete_pending()`), `order_status` (any string, unknown
-ones included), `inject(status, body, times)` for the next responses. Rewards are LINK-delivered: the
+ones included), `inject(status, body, times)` for the next responses, `lose_order_answers(...)` (orders
+processed, then answered otherwise), `hold_orders` (POST /orders wait at the door). Rewards are LINK-delivered: the
 fake returns `delivery.link` (a claim URL) and no code or pin, as Tremendous does.
 
     with running_fake_tremendous() as fake:
@@ -22,7 +23,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -96,9 +97,16 @@ class FakeTremendousState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     payloads: dict[str, Any] = field(default_factory=dict)  # external_id -> the first request's parameters
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every request
+    queries: list[tuple[str, dict[str, str]]] = field(default_factory=list)  # (path, query parameters) of each
     authorizations: list[str] = field(default_factory=list)
-    rate_limited: int = 0
+    rate_limited: int = 0  # 429s sent
+    # What the rate-limit window reads as "now": tests may freeze it, so a burst is one instant however slow
+    # the machine.
+    clock: Callable[[], float] = time.monotonic
     injected: deque[tuple[int, Any]] = field(default_factory=deque)
+    # Answers that replace the next POST /orders' own AFTER Tremendous processed it (the order committed, or
+    # replayed): the answer is lost on the way back. See `lose_order_answers`.
+    lost_order_answers: deque[tuple[int, Any]] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _window: deque[float] = field(default_factory=deque)
 
@@ -113,6 +121,11 @@ class FakeTremendousState:
     def inject(self, status: int, body: Any, times: int = 1) -> None:
         with self.lock:
             self.injected.extend([(status, body)] * times)
+
+    def lose_order_answers(self, status: int, body: Any, times: int = 1) -> None:
+        """The next `times` POST /orders are processed as usual, then answered `status` instead: the order exists."""
+        with self.lock:
+            self.lost_order_answers.extend([(status, body)] * times)
 
     def complete_pending(self) -> None:
         """Asynchronous orders are executed and their links delivered (what REWARDS.DELIVERY.SUCCEEDED announces)."""
@@ -149,7 +162,8 @@ def _new_id() -> str:
 def create_fake_tremendous_app(state: FakeTremendousState) -> Starlette:
     async def guard(request: Request) -> JSONResponse | None:
         state.requests.append((request.method, request.url.path))
-        if not state.admit(time.monotonic()):
+        state.queries.append((request.url.path, dict(request.query_params)))
+        if not state.admit(state.clock()):
             return JSONResponse({"error": {"message": "Too many requests", "payload": {}}}, status_code=429)
         authorization = request.headers.get("authorization", "")
         state.authorizations.append(authorization)
@@ -225,7 +239,7 @@ def create_fake_tremendous_app(state: FakeTremendousState) -> Starlette:
                         "external_id was already used with other parameters",
                         {"external_id": ["has already been taken"]},
                     )
-                return JSONResponse({"order": state.orders[order_id]}, status_code=201)
+                return answered(JSONResponse({"order": state.orders[order_id]}, status_code=201))
         if funding.lower() not in ("balance", "bal-fs-1"):
             return _errors(400, "Funding source not found", {"payment": {"funding_source_id": ["is invalid"]}})
         product = next((p for p in state.products if [p["id"]] == product_ids), None)
@@ -269,7 +283,15 @@ def create_fake_tremendous_app(state: FakeTremendousState) -> Starlette:
             state.orders[order_id] = order
             if external_id is not None:
                 state.payloads[external_id] = (parameters, order_id)
-        return JSONResponse({"order": order}, status_code=202 if pending else 200)
+        return answered(JSONResponse({"order": order}, status_code=202 if pending else 200))
+
+    def answered(response: JSONResponse) -> JSONResponse:
+        """The answer to an order Tremendous processed, unless a test made it get lost on the way back."""
+        try:
+            lost = state.lost_order_answers.popleft()  # no lock: it may be held here; deque.popleft is atomic
+        except IndexError:
+            return response
+        return JSONResponse(lost[1], status_code=lost[0])
 
     async def list_orders(request: Request) -> JSONResponse:
         if (refused := await guard(request)) is not None:

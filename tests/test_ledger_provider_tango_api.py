@@ -231,3 +231,57 @@ def test_given_a_pending_order_when_tango_signs_its_delivery_then_the_webhook_se
         body = gql(gateway, operation("Redemption"), {"id": first["redemption"]["id"]}, token=gateway.token(user_id))
         assert body["data"]["node"]["status"] == "FULFILLED"
         assert body["data"]["node"]["giftCard"]["code"] == CARD_CODE
+
+
+def test_given_an_item_taking_whole_amounts_when_redeemed_with_cents_then_refused_before_any_points_move(
+    gateway: LiveServer, fake: RunningFakeTango
+) -> None:
+    user_id = user()
+    whole_only = "U000002"  # Coffee Co EUR, 5-100, isWholeAmountValueRequired: Tango would answer 422.026
+
+    refused = redeem(gateway, user_id, "cents", reward=whole_only, face_value="7.50")
+    after_refusal = gql(gateway, VIEWER_BALANCE, token=gateway.token(user_id))["data"]["viewer"]["balance"]
+    posted = fake.state.api_requests.count(("POST", "/orders"))
+    whole = redeem(gateway, user_id, "whole", reward=whole_only, face_value="7")
+
+    assert [(e["code"], e["field"]) for e in refused["userErrors"]] == [("INVALID_FACE_VALUE", ["input", "faceValue"])]
+    assert refused["redemption"] is None
+    assert (after_refusal["available"], after_refusal["pending"]) == (START, 0)
+    assert posted == 0  # nothing was ordered, so nothing had to be refunded
+    assert whole["userErrors"] == [] and whole["redemption"]["status"] == "FULFILLED"  # whole amounts still pass
+
+
+def test_given_an_item_taking_whole_amounts_then_point_cost_for_prices_only_what_redeem_accepts(
+    gateway: LiveServer,
+) -> None:
+    query = """query Cost($id: ID!, $cents: Decimal!, $whole: Decimal!) {
+      node(id: $id) { ... on Reward { cents: pointCostFor(faceValue: $cents) whole: pointCostFor(faceValue: $whole) } }
+    }"""
+    variables = {"id": encode_global_id("Reward", "U000002"), "cents": "7.50", "whole": "7"}
+
+    node = gql(gateway, query, variables, token=gateway.token(user()))["data"]["node"]
+
+    assert node["cents"] is None
+    assert isinstance(node["whole"], int) and node["whole"] > 0
+
+
+def test_given_tangos_one_per_second_limit_and_the_default_client_limit_then_sequential_calls_draw_no_429(
+    tmp_path: Path,
+) -> None:
+    from giftgraph.settings import Settings
+
+    default_limit = Settings.model_fields["tango_rate_limit_per_second"].default
+    with running_fake_tango(rate_limit=1, rate_window=1.0) as limited:
+        # The limiter's waits only make calls slower: a generous budget keeps a loaded machine from timing out.
+        settings = gateway_settings(
+            tmp_path, limited, tango_rate_limit_per_second=default_limit, provider_call_budget_seconds=30
+        )
+        with live_server(settings) as gateway:
+            user_id = user()
+            assert gql(gateway, "{ catalog(first: 1) { totalCount } }")["data"]["catalog"]["totalCount"] > 0
+            redeemed = [redeem(gateway, user_id, f"paced-{n}") for n in range(3)]
+
+        assert [r["redemption"]["status"] for r in redeemed] == ["FULFILLED"] * 3
+        assert limited.state.api_requests.count(("POST", "/orders")) == 3
+        assert len(limited.state.api_requests) >= 5  # catalog, balance, three orders: back to back without a limiter
+        assert limited.state.rate_limited == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -10,9 +12,10 @@ import httpx
 import pytest
 
 import providers.errors as perr
-from providers.base import DenominationKind, RewardAvailability
+from providers.base import DenominationKind, RedeemRequest, RewardAvailability
 from providers.fulfilment import OrderStatus
 from providers.http import HttpPolicy
+from providers.rules import validate
 from providers.tango import wire
 from tests.fake_tango import (
     ACCOUNT,
@@ -186,7 +189,7 @@ async def test_an_invalid_reference_is_refused_before_any_call() -> None:
 @pytest.mark.parametrize(
     ("request_args", "state", "error", "code"),
     [
-        (("ref0101", "U000001", "10"), {"balance": Decimal("5")}, perr.ProviderUnavailable, "402.001"),
+        (("ref0101", "U000001", "10"), {"balance": Decimal("5")}, perr.FundingInsufficient, "402.001"),
         (("ref0102", "U000001", "11"), {}, perr.InvalidFaceValue, "422.027"),
         (("ref0103", "U000002", "500"), {}, perr.InvalidFaceValue, "422.025"),
         (("ref0104", "U000002", "7.5"), {}, perr.InvalidFaceValue, "422.026"),
@@ -236,23 +239,76 @@ async def test_a_scripted_500_then_success_is_retried_transparently() -> None:
 # Rate limit
 
 
+def stepping_clock(step: float) -> Callable[[], float]:
+    """A clock that moves `step` seconds each time it is read: the fake reads it once per request, so which
+    request falls inside its window is fixed, however fast or slow the machine runs."""
+    ticks = itertools.count(1)
+    return lambda: next(ticks) * step
+
+
 async def test_a_429_from_the_one_per_second_limit_is_retried_until_it_passes() -> None:
-    policy = HttpPolicy(rate_limit_per_second=0, retry_attempts=10, retry_base_delay=0.2, retry_max_delay=0.4)
-    with running_fake_tango(rate_limit=1, rate_window=0.3) as tango:
+    policy = HttpPolicy(rate_limit_per_second=0, retry_attempts=10, retry_base_delay=0.01, retry_max_delay=0.05)
+    # The fake sees the requests 0.6 s apart: the second is inside the first's one-second window, its retry not.
+    with running_fake_tango(rate_limit=1, rate_window=1.0, clock=stepping_clock(0.6)) as tango:
         async with started(make_tango(tango.url, policy=policy)) as provider:
-            await provider.funding_balance()
-            await provider.funding_balance()  # inside the window: 429, then retried
-        assert tango.state.rate_limited >= 1
-    assert provider.http.stats.retries >= 1
+            first = await provider.funding_balance()
+            second = await provider.funding_balance()  # 429, then retried
+        assert tango.state.rate_limited == 1
+        assert tango.state.api_requests == [("GET", f"/accounts/{ACCOUNT}")] * 3
+    assert first == second
+    assert provider.http.stats.retries == 1
 
 
 async def test_the_client_side_limiter_keeps_under_tangos_limit() -> None:
-    policy = HttpPolicy(rate_limit_per_second=5, retry_attempts=1)
-    with running_fake_tango(rate_limit=1, rate_window=0.15) as tango:
+    # Requests sent 0.5 s apart against a 0.1 s window: only a loopback delay of 0.4 s could bunch them.
+    # Without the limiter they arrive back to back: a 429, and with one attempt an error.
+    policy = HttpPolicy(rate_limit_per_second=2, retry_attempts=1)
+    with running_fake_tango(rate_limit=1, rate_window=0.1) as tango:
         async with started(make_tango(tango.url, policy=policy)) as provider:
             for _ in range(4):
                 await provider.funding_balance()
         assert tango.state.rate_limited == 0
+
+
+# Whole amounts
+
+
+async def test_an_item_requiring_whole_amounts_is_marked_on_its_reward() -> None:
+    with running_fake_tango(rate_limit=None) as tango:
+        async with started(make_tango(tango.url)) as provider:
+            rewards = {reward.id: reward for reward in await provider.catalog()}
+    assert rewards["U000002"].whole_amounts_only is True  # isWholeAmountValueRequired: true
+    assert rewards["U000001"].whole_amounts_only is False  # false
+    assert rewards["U000004"].whole_amounts_only is False  # not said
+
+
+@pytest.mark.parametrize(("face_value", "allowed"), [("7.5", False), ("7.01", False), ("7", True), ("7.00", True)])
+async def test_a_fractional_amount_of_a_whole_amount_item_is_refused_before_ordering(
+    face_value: str, allowed: bool
+) -> None:
+    with running_fake_tango(rate_limit=None) as tango:
+        async with started(make_tango(tango.url)) as provider:
+            (reward,) = [reward for reward in await provider.catalog() if reward.id == "U000002"]
+            request = RedeemRequest(
+                user_id="u1", reward_id="U000002", face_value=Decimal(face_value), points=1, idempotency_key="k"
+            )
+            if allowed:
+                assert validate(request, reward, provider="tango") is reward
+                order = await provider.place_order(order_request("ref0401", "U000002", face_value))
+                assert order.status is OrderStatus.FULFILLED  # Tango takes it: the rule refuses no more than Tango
+            else:
+                with pytest.raises(perr.InvalidFaceValue, match="not a face value of reward U000002"):
+                    validate(request, reward, provider="tango")
+        assert tango.state.api_requests.count(("POST", "/orders")) == (1 if allowed else 0)
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(True, True), (False, False), (None, False), ("yes", False)])
+def test_an_odd_whole_amount_flag_does_not_break_the_catalog(flag: object, expected: bool) -> None:
+    item = {"utid": "U1", "currencyCode": "USD", "valueType": "VARIABLE_VALUE", "isWholeAmountValueRequired": flag}
+
+    parsed = wire.CatalogWire.model_validate({"brands": [{"brandName": "B", "items": [item]}]})
+
+    assert parsed.brands[0].items[0].whole_amounts_only is expected
 
 
 # Secrets

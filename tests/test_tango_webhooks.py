@@ -111,10 +111,15 @@ def test_item_availability_is_a_catalog_event_and_unknown_types_are_ignored() ->
         assert verifier.verify(headers(WEBHOOK_SECRET, ignored), ignored) == []  # the second: no externalRefID
 
 
-def test_a_signed_body_that_is_not_an_event_is_rejected() -> None:
-    body = b'{"hello": "world"}'
-    with pytest.raises(WebhookSignatureInvalid, match="not a Tango event"):
+@pytest.mark.parametrize(
+    "body", [b'{"hello": "world"}', b"not json", b"[]", b'{"eventId": "e", "eventOccurredAt": 1e999}']
+)
+def test_a_signed_body_that_is_not_an_event_is_invalid_not_unauthenticated(body: bytes) -> None:
+    # A ValueError (the receiver's 400), not a WebhookSignatureInvalid (401): the signature held.
+    with pytest.raises(ValueError, match="not a Tango event") as caught:
         TangoWebhookVerifier([WEBHOOK_SECRET]).verify(headers(WEBHOOK_SECRET, body), body)
+    assert not isinstance(caught.value, WebhookSignatureInvalid)
+    assert body.decode() not in str(caught.value)
 
 
 def test_a_bad_secret_is_refused_at_startup_by_position_never_by_value() -> None:

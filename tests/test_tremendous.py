@@ -10,11 +10,15 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from providers.base import DenominationKind, RewardAvailability
+from giftgraph.fulfilment import fulfilment_provider
+from giftgraph.settings import ConfigurationError, Settings, load_settings
+from providers.base import DenominationKind, Reward, RewardAvailability
 from providers.errors import (
+    FundingInsufficient,
     IdempotencyConflict,
     ProviderError,
     ProviderPermanentFailure,
@@ -147,6 +151,63 @@ async def test_catalog_asks_only_for_the_configured_currencies(fake: FakeTremend
     assert [(reward.id, reward.currency_code) for reward in rewards] == [("VISA-INTL", "EUR")]
 
 
+async def test_the_catalog_filters_come_from_the_settings(fake: FakeTremendous, tmp_path: Path) -> None:
+    configured = tremendous_settings(
+        tmp_path, fake, tremendous_countries=["us", "CA"], tremendous_currencies=["CAD", "USD"]
+    )
+
+    filtered = await catalog_through_settings(configured)
+    default = await catalog_through_settings(tremendous_settings(tmp_path, fake))
+
+    products = [params for path, params in fake.state.queries if path.endswith("/products")]
+    assert products == [{"country": "US,CA", "currency": "CAD,USD"}, {"currency": "USD"}]
+    assert [(reward.id, reward.currency_code) for reward in filtered] == [
+        ("AMZN-US", "USD"), ("OLD-BRAND", "CAD"), ("VISA-INTL", "USD")
+    ]  # fmt: skip
+    assert [reward.id for reward in default] == ["AMZN-US", "VISA-INTL"]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"tremendous_countries": ["USA"]}, {"tremendous_currencies": ["US$"]}, {"tremendous_currencies": ["EU"]}],
+)
+def test_catalog_filters_that_are_not_iso_codes_are_refused_at_start(
+    tmp_path: Path, overrides: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigurationError, match="ISO codes"):
+        load_settings(data_dir=tmp_path, provider="tremendous", **overrides)
+
+
+def test_an_empty_webhook_key_is_refused_at_start_naming_the_setting_not_the_keys(
+    fake: FakeTremendous, tmp_path: Path
+) -> None:
+    settings = tremendous_settings(tmp_path, fake, tremendous_webhook_secrets=["whk-kept-secret", ""])
+
+    with pytest.raises(ConfigurationError, match=r"GIFTGRAPH_TREMENDOUS_WEBHOOK_SECRETS.*#2") as caught:
+        fulfilment_provider(settings)
+
+    assert "whk-kept-secret" not in str(caught.value)
+
+
+def tremendous_settings(data_dir: Path, fake: FakeTremendous, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": data_dir,
+        "provider": "tremendous",
+        "tremendous_base_url": fake.url,
+        "tremendous_api_key": fake.api_key,
+    }
+    return load_settings(**{**values, **overrides})
+
+
+async def catalog_through_settings(settings: Settings) -> list[Reward]:
+    provider = fulfilment_provider(settings)
+    await provider.start()
+    try:
+        return await provider.catalog()
+    finally:
+        await provider.aclose()
+
+
 async def test_a_product_of_an_unexpected_shape_is_skipped_not_fatal(
     fake: FakeTremendous, provider: TremendousProvider
 ) -> None:
@@ -263,7 +324,7 @@ def _errors(message: str, payload: dict[str, object] | None = None) -> dict[str,
     [
         (400, _errors("Bad request", {"reward": {"recipient": ["email is invalid"]}}), ProviderPermanentFailure, False),
         (401, _errors("Unauthorized"), ProviderAuthenticationFailed, False),
-        (402, _errors("Insufficient funds"), ProviderUnavailable, False),
+        (402, _errors("Insufficient funds"), FundingInsufficient, False),
         (403, _errors("Forbidden"), ProviderAuthenticationFailed, False),
         (404, _errors("Record not found"), ProviderPermanentFailure, False),
         (409, _errors("Conflict", {"external_id": ["taken"]}), IdempotencyConflict, False),
@@ -339,6 +400,7 @@ async def test_a_429_with_the_singular_error_body_is_retried_then_succeeds(
 
 
 async def test_bursting_past_ten_per_second_is_rate_limited(fake: FakeTremendous) -> None:
+    fake.state.clock = lambda: 1000.0  # the whole burst in one instant of the fake's window, however slow the box
     provider = make_provider(fake, policy=HttpPolicy(rate_limit_per_second=0, retry_attempts=1))
     await provider.start()
     try:
@@ -347,15 +409,18 @@ async def test_bursting_past_ten_per_second_is_rate_limited(fake: FakeTremendous
         await provider.aclose()
 
     limited = [result for result in results if isinstance(result, ProviderRateLimited)]
-    assert len(limited) == 5
+    assert len(limited) == 5 == fake.state.rate_limited
     assert all(error.status == 429 for error in limited)
+    assert sum(1 for result in results if not isinstance(result, BaseException)) == 10
 
 
 async def test_the_client_limiter_keeps_under_tremendous_limit(fake: FakeTremendous) -> None:
-    provider = make_provider(fake, policy=HttpPolicy(rate_limit_per_second=8, retry_attempts=1))
+    # 11 requests spaced 1/6 s apart span 1.67 s: the fake sees 11 in one second only if the loopback delays
+    # them by more than half a second. Without the limiter they arrive together: 429s.
+    provider = make_provider(fake, policy=HttpPolicy(rate_limit_per_second=6, retry_attempts=1))
     await provider.start()
     try:
-        await asyncio.gather(*(provider.funding_balance() for _ in range(12)))
+        await asyncio.gather(*(provider.funding_balance() for _ in range(11)))
     finally:
         await provider.aclose()
 

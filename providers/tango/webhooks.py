@@ -44,6 +44,11 @@ _SETTLED = {
 }
 
 
+class InvalidTangoEvent(ValueError):
+    """The signature holds but the body is not a Tango event: the sender's mistake, answered 400 (a
+    ValueError, not a WebhookSignatureInvalid, which is 401: the sender proved who it is)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TangoOrderEvent(OrderEvent):
     """An OrderEvent with Tango's `revision`: a later revision supersedes an earlier one for the same order."""
@@ -74,8 +79,8 @@ class TangoWebhookVerifier:
         try:
             event = EventWire.model_validate_json(body)
         except (ValidationError, ValueError):
-            # Signed but not an event: as untrusted as a bad signature for the caller (answer 4xx).
-            raise WebhookSignatureInvalid("the signed body is not a Tango event") from None
+            # Signed but not an event: the sender proved who it is, the body is its mistake (400, not 401).
+            raise InvalidTangoEvent("the signed body is not a Tango event") from None
         occurred = event.eventOccurredAt
         if occurred.tzinfo is None:
             occurred = occurred.replace(tzinfo=timezone.utc)

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class Wire(BaseModel):
@@ -36,6 +36,18 @@ class ItemWire(Wire):
     maxValue: Decimal | None = None
     countries: list[str] = []
     redemptionInstructions: str | None = None
+    isWholeAmountValueRequired: bool | None = None
+
+    @field_validator("isWholeAmountValueRequired", mode="before")
+    @classmethod
+    def _lenient_flag(cls, value: object) -> object:
+        # An odd value must not fail the whole catalog; unreadable is "no flag" (Tango refuses at order time).
+        return value if isinstance(value, bool) else None
+
+    @property
+    def whole_amounts_only(self) -> bool:
+        """The Reward's `whole_amounts_only`: Tango takes only whole amounts for this item (else 422.026)."""
+        return self.isWholeAmountValueRequired is True
 
 
 class BrandWire(Wire):

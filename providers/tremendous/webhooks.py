@@ -32,8 +32,9 @@ _ORDER_HINTS = {
 }
 
 
-class InvalidTremendousEvent(WebhookSignatureInvalid):
-    """The signature holds but the body is not a Tremendous event (answer 400 rather than 401)."""
+class InvalidTremendousEvent(ValueError):
+    """The signature holds but the body is not a Tremendous event: the sender's mistake, answered 400 (a
+    ValueError, not a WebhookSignatureInvalid, which is 401: the sender proved who it is)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,8 @@ class TremendousWebhookVerifier:
             raise WebhookSignatureInvalid("the Tremendous webhook signature does not match any key")
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> list[FulfilmentEvent]:
+        """The delivery's events. WebhookSignatureInvalid when unsigned, wrongly signed or outside the accepted
+        age; InvalidTremendousEvent when well signed but not a Tremendous event."""
         self.authenticate(headers, body)
         try:
             event = WebhookEventWire.model_validate(json.loads(body))
