@@ -76,6 +76,8 @@ class SagaTiming:
     catalog_ttl: float = 30.0  # the seller's catalog is read at most this often (the gateway caches above)
     funding_ttl: float = 30.0  # the company account's balance is trusted this long
     first_check: float = 30.0  # a new PENDING redemption is left to its own saga this long
+    claim_lease: float = 45.0  # a reconciler's hold on one redemption: a look-up and an order call, with room
+    funding_recheck: float = 1.0  # a cached shortfall younger than this is trusted without asking again
     reconcile_interval: float = 2.0
     max_backoff: float = 300.0
 
@@ -275,9 +277,9 @@ class LedgerProvider:
     async def _require_funding(self, reward: Reward, request: RedeemRequest) -> None:
         """Refuse before reserving when the company account cannot pay: the user's points stay untouched."""
         funding = await self.funding_balance()
-        if self._short(funding, reward, request):
-            # A top-up is seen at once: before refusing, ask afresh rather than trust a cached shortfall for
-            # the whole funding_ttl (the client-side rate limiter paces these calls like any other).
+        if self._short(funding, reward, request) and self._clock() - self._funding_at > self._timing.funding_recheck:
+            # A top-up is seen within funding_recheck, not funding_ttl: before refusing on a cached shortfall,
+            # ask afresh, at most once per funding_recheck however many redemptions are refused meanwhile.
             funding = await self.funding_balance(fresh=True)
         if self._short(funding, reward, request):
             logger.warning("funding balance too low", extra={"provider": self.name, "currency": funding.currency_code})
@@ -373,7 +375,7 @@ class LedgerProvider:
                 break
             # Taken for as long as a saga's own order call may take: another pass, in this process or
             # another sharing the database, leaves it alone meanwhile, so no two ask the seller at once.
-            if not await self.ledger.claim(item.redemption_id, self._timing.first_check):
+            if not await self.ledger.claim(item.redemption_id, self._timing.claim_lease):
                 continue
             result = await self._reconcile(item)
             if result is not None:

@@ -167,7 +167,8 @@ def test_given_the_company_account_short_then_provider_unavailable_before_orderi
     assert [e["code"] for e in refused["userErrors"]] == ["PROVIDER_UNAVAILABLE"]
     assert (balance(gateway, user_id), orders_for(fake, user_id, "short")) == (START, 0)
     fake.state.balance_cents = 100_000
-    # No wait for the cached balance to expire: a refusal asks the seller afresh, so the top-up is seen.
+    # No wait for the cached balance to expire: a refusal asks afresh once a second, so the top-up is seen.
+    time.sleep(1.2)
     retried = redeem(gateway, user_id, "short")
     assert retried["userErrors"] == [] and orders_for(fake, user_id, "short") == 1
 
