@@ -7,7 +7,9 @@ clocks decide is which part of the walk is taken: a volatile refresh keeps the c
 descriptive data and takes only the new availability and denominations, a stable
 refresh rebuilds everything. Concurrent misses share one walk, and when the provider
 fails the last good catalog is served up to `max_stale` seconds old, without asking
-the failing provider again for `retry_after` seconds.
+the failing provider again for `retry_after` seconds. `invalidate()` (a provider's
+catalog webhook) also outdates a walk already under way: what it read may predate
+the change, so it answers the reads that joined it and is not kept.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class CatalogCache:
         self._last_good: CatalogSnapshot | None = None
         self._retry_at = float("-inf")  # after a failed walk, serve stale data until then
         self._refresh: asyncio.Future[CatalogSnapshot] | None = None
+        # Bumped by invalidate(): a walk keeps its result only if no invalidation came while it ran.
+        self._generation = 0
 
     async def get(self) -> CatalogSnapshot:
         """The current catalog, walking the provider when an entry has expired."""
@@ -116,19 +120,22 @@ class CatalogCache:
         stale = self._last_good
         if stale is not None and self._timer() < self._retry_at:
             return self._serve_stale(stale, None)
-        if self._refresh is None:
+        refresh = self._refresh
+        if refresh is None:
             # Concurrent misses await this one task instead of each walking the provider.
-            self._refresh = asyncio.ensure_future(self._fetch())
-            self._refresh.add_done_callback(self._forget_refresh)
+            refresh = self._refresh = asyncio.ensure_future(self._fetch(self._generation))
+            refresh.add_done_callback(self._forget_refresh)
         try:
-            return await asyncio.shield(self._refresh)
+            return await asyncio.shield(refresh)
         except ProviderError as exc:
             if stale is None:
                 raise ProviderDown("The reward catalog is temporarily unavailable.") from exc
             return self._serve_stale(stale, exc)
 
     def invalidate(self) -> None:
-        """Forget both clocks: the next get() rebuilds the whole catalog."""
+        """Forget both clocks and any walk under way: the next get() walks afresh and rebuilds the whole catalog."""
+        self._generation += 1
+        self._refresh = None  # the walk runs on for the reads that joined it; the next read starts its own
         self._stable.clear()
         self._volatile.clear()
         self._retry_at = float("-inf")
@@ -141,16 +148,21 @@ class CatalogCache:
         return stale
 
     def _forget_refresh(self, task: asyncio.Future[CatalogSnapshot]) -> None:
-        self._refresh = None
+        if self._refresh is task:  # not one that invalidate() let go and a newer walk replaced
+            self._refresh = None
         if not task.cancelled():
             task.exception()  # mark retrieved; the callers already saw it
 
-    async def _fetch(self) -> CatalogSnapshot:
+    async def _fetch(self, generation: int) -> CatalogSnapshot:
         try:
             walked = await self._walk()
         except ProviderError:
-            self._retry_at = self._timer() + self._retry_after
+            if generation == self._generation:  # an outdated walk's failure must not hold the next one back
+                self._retry_at = self._timer() + self._retry_after
             raise
+        if generation != self._generation:
+            # Invalidated while walking: answer the reads that asked before the change, keep nothing.
+            return self._snapshot(walked)
         stable = self._stable.get(_STABLE)
         if stable is not None and stable.keys() == {reward.id for reward in walked}:
             # Only the volatile part expired: keep the cached descriptive data.
@@ -158,20 +170,23 @@ class CatalogCache:
         else:
             rewards = walked
             self._stable[_STABLE] = {reward.id: reward for reward in walked}
+        snapshot = self._snapshot(rewards)
+        self._volatile[_VOLATILE] = snapshot
+        self._last_good = snapshot
+        self._retry_at = float("-inf")
+        return snapshot
+
+    def _snapshot(self, rewards: tuple[Reward, ...]) -> CatalogSnapshot:
         costs = {}
         for reward in rewards:
             cost = self._pricing.point_cost(reward)
             if cost is not None:  # a currency without a rate cannot be redeemed: leave it out
                 costs[reward.id] = cost
-        snapshot = CatalogSnapshot(
+        return CatalogSnapshot(
             rewards=tuple(reward for reward in rewards if reward.id in costs),
             point_costs=costs,
             fetched_at=self._timer(),
         )
-        self._volatile[_VOLATILE] = snapshot
-        self._last_good = snapshot
-        self._retry_at = float("-inf")
-        return snapshot
 
     async def _walk(self) -> tuple[Reward, ...]:
         """The whole catalog, page by page: never one unbounded request."""

@@ -2,10 +2,11 @@
 redemption, and what subscribers and the catalog cache learn from an event.
 
 An event id is stored in the same transaction that records what the event changed, so a duplicate
-(a retry, or two deliveries racing) is answered without being applied twice. Events may arrive in
-any order: a redemption never moves back from FULFILLED/FAILED, nor to an older state, and a balance
-is never replaced by an older one. The provider's ledger owns the data: the live answer is preferred
-to the event's copy, which serves when the provider cannot be asked.
+(a retry, or two deliveries racing) is answered without being applied twice, and an event is never
+answered as handled without its id stored. Events may arrive in any order: a redemption never moves
+back from FULFILLED/FAILED, nor to an older state (the rule of providers.events, here kept across
+processes and restarts), and a balance is never replaced by an older one. The provider's ledger owns
+the data: the live answer is preferred to the event's copy, which serves when the provider cannot be asked.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Column, Float, MetaData, String, Table, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from providers import (
@@ -32,6 +33,7 @@ from providers import (
     RewardsProvider,
 )
 from providers.errors import ProviderError
+from providers.events import SETTLED, moves_forward
 from providers.rest.webhooks import CatalogItemChanged, PointsEarned, ProviderWebhook, RedemptionSettled
 from providers.sql import writer
 from resolvers.catalog_cache import CatalogCache
@@ -58,9 +60,10 @@ redemption_states = Table(
     Column("updated_at", Float, nullable=False),  # the provider's updated_at, in Unix seconds
 )
 
-TERMINAL = frozenset({RedemptionStatus.FULFILLED, RedemptionStatus.FAILED})
 # Senders retry for hours, not weeks: ids older than this cannot come back as duplicates.
 EVENT_RETENTION_SECONDS = 30 * 86_400
+# How often the ids past retention are dropped (at start, then with the first event after each interval).
+PRUNE_INTERVAL_SECONDS = 3600.0
 DEFAULT_RETRY_AFTER = 5.0
 
 
@@ -108,13 +111,13 @@ class WebhookService:
         self._catalog = catalog
         self._retry_after = retry_after
         self._clock = clock
+        self._insert = _INSERTS[engine.dialect.name]
+        self._prune_at = float("-inf")
 
     async def start(self) -> None:
         await upgrade(self._engine)  # the tables are resolvers/migrations' (this metadata only mirrors them)
         async with self._write() as conn:
-            await conn.execute(
-                delete(webhook_events).where(webhook_events.c.processed_at < self._clock() - EVENT_RETENTION_SECONDS)
-            )
+            await self._prune(conn, self._clock())
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -124,56 +127,57 @@ class WebhookService:
     async def handle(self, source: str, event: ProviderWebhook) -> WebhookOutcome:
         """Apply a verified event once; WebhookDeferred when it cannot be applied now."""
         # A cheap look first, so a retry of a processed event does not cost provider calls;
-        # the look inside the write transaction below is the one that counts.
+        # the insert in the write transaction below is the one that counts.
         if await self._seen(source, event.id):
             return WebhookOutcome.DUPLICATE
         effects = await self._effects_of(event)
-        try:
-            async with self._write() as conn:
-                if await self._seen(source, event.id, conn):
-                    return WebhookOutcome.DUPLICATE
-                if effects.redemption is not None and not await self._advance(conn, effects.redemption):
-                    effects.redemption = None  # older than what subscribers were told: keep quiet
-                await conn.execute(
-                    webhook_events.insert().values(
-                        provider=source, event_id=event.id, type=event.type[:64], processed_at=self._clock()
-                    )
-                )
-        except IntegrityError:
-            return WebhookOutcome.DUPLICATE  # another process recorded it between our look and insert
+        now = self._clock()
+        async with self._write() as conn:
+            # The id first: only its own conflict means "processed before" (another process may have
+            # recorded it since our look). Any other failure rolls the id back with the rest, so the
+            # route answers 503 and the sender's retry applies the event.
+            claimed = await conn.execute(
+                self._insert(webhook_events)
+                .values(provider=source, event_id=event.id, type=event.type[:64], processed_at=now)
+                .on_conflict_do_nothing(index_elements=[webhook_events.c.provider, webhook_events.c.event_id])
+                .returning(webhook_events.c.event_id)
+            )
+            if claimed.first() is None:
+                return WebhookOutcome.DUPLICATE
+            if effects.redemption is not None and not await self._advance(conn, effects.redemption):
+                effects.redemption = None  # older than what this database has seen: keep quiet
+            if now >= self._prune_at:
+                await self._prune(conn, now)
         # Recorded: now tell the in-process listeners (they cannot fail).
         self._apply(effects)
         return WebhookOutcome.PROCESSED if event.data is not None else WebhookOutcome.IGNORED
 
-    async def advance_redemption(self, redemption: Redemption) -> bool:
-        """Record a redemption's state if it moves it forward; whether it did (publish only then).
+    async def _prune(self, conn: AsyncConnection, now: float) -> None:
+        """Forget the event ids past retention: a long-running process must not keep every id for good."""
+        await conn.execute(delete(webhook_events).where(webhook_events.c.processed_at < now - EVENT_RETENTION_SECONDS))
+        self._prune_at = now + PRUNE_INTERVAL_SECONDS
 
-        For every publisher of RedemptionUpdated, so a late PENDING never follows a FULFILLED.
-        """
-        async with self._write() as conn:
-            return await self._advance(conn, redemption)
-
-    async def _seen(self, source: str, event_id: str, conn: AsyncConnection | None = None) -> bool:
+    async def _seen(self, source: str, event_id: str) -> bool:
         query = select(webhook_events.c.event_id).where(
             (webhook_events.c.provider == source) & (webhook_events.c.event_id == event_id)
         )
-        if conn is not None:
-            return (await conn.execute(query)).first() is not None
         async with self._engine.connect() as reader:
             return (await reader.execute(query)).first() is not None
 
-    @staticmethod
-    async def _advance(conn: AsyncConnection, redemption: Redemption) -> bool:
-        where = redemption_states.c.redemption_id == redemption.id
-        row = (await conn.execute(select(redemption_states).where(where))).first()
-        updated_at = redemption.updated_at.timestamp()
-        values = {"status": redemption.status.value, "updated_at": updated_at}
-        if row is None:
-            await conn.execute(redemption_states.insert().values(redemption_id=redemption.id, **values))
+    async def _advance(self, conn: AsyncConnection, redemption: Redemption) -> bool:
+        """Record a redemption's state if it moves it forward (providers.events' rule); whether it did."""
+        values = {"status": redemption.status.value, "updated_at": redemption.updated_at.timestamp()}
+        inserted = await conn.execute(
+            self._insert(redemption_states)
+            .values(redemption_id=redemption.id, **values)
+            .on_conflict_do_nothing(index_elements=[redemption_states.c.redemption_id])
+            .returning(redemption_states.c.redemption_id)
+        )
+        if inserted.first() is not None:
             return True
-        if RedemptionStatus(row.status) in TERMINAL:
-            return False  # settled: nothing moves it, not even the other settled status
-        if redemption.status is RedemptionStatus.PENDING and updated_at <= row.updated_at:
+        where = redemption_states.c.redemption_id == redemption.id
+        row = (await conn.execute(select(redemption_states).where(where))).one()
+        if not moves_forward(RedemptionStatus(row.status), row.updated_at, redemption.status, values["updated_at"]):
             return False
         await conn.execute(update(redemption_states).where(where).values(**values))
         return True
@@ -231,11 +235,14 @@ class WebhookService:
             logger.warning(
                 "webhook: live redemption unavailable; using the event's", extra={"error": type(exc).__name__}
             )
-        if live is not None and live.user_id == reported.user_id and live.status in TERMINAL:
+        if live is not None and live.user_id == reported.user_id and live.status in SETTLED:
             return live
         if reported.status is RedemptionStatus.FULFILLED:
             raise WebhookDeferred("the provider does not show the fulfilment yet", retry_after=self._retry_after)
         return reported
+
+
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}  # both spell on-conflict-do-nothing
 
 
 def _retry_after(error: ProviderError, default: float) -> float:
@@ -245,6 +252,7 @@ def _retry_after(error: ProviderError, default: float) -> float:
 
 __all__ = [
     "EVENT_RETENTION_SECONDS",
+    "PRUNE_INTERVAL_SECONDS",
     "WebhookDeferred",
     "WebhookOutcome",
     "WebhookService",

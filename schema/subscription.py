@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 import strawberry
 from strawberry.types import Info
 
-from providers import BalanceChanged, RedemptionStatus, RedemptionUpdated
+from providers import BalanceChanged, RedemptionUpdated
 from providers.errors import ProviderError
 from resolvers.context import RequestContext
 from resolvers.errors import ProviderDown
@@ -41,17 +41,11 @@ class Subscription:
         ctx = info.context
         user_id = ctx.require_user()
         # Events reach the hub from several paths (the redeem answer, provider webhooks, the
-        # reconciler) and may arrive out of order: a settled redemption never goes back to PENDING.
-        settled: set[str] = set()
+        # reconciler) in any order; the hub passes on only those that move a redemption forward.
         async with ctx.services.events.subscribe(user_id) as queue:
             while True:
                 event = await queue.get()
                 if not isinstance(event, RedemptionUpdated):
                     continue
-                redemption = event.redemption
-                if redemption.id in settled:
-                    continue
-                if redemption.status is not RedemptionStatus.PENDING:
-                    settled.add(redemption.id)
                 ctx.reset_loaders()  # the connection lives long; resolve the reward afresh
-                yield Redemption.from_domain(redemption)
+                yield Redemption.from_domain(event.redemption)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from providers import EventHub, Reward, RewardAvailability
+from providers import EventHub, Reward, RewardAvailability, RewardPage
 from providers.sandbox import SandboxConfig, SandboxProvider
 from resolvers.catalog_cache import CatalogCache, CatalogSnapshot
 from resolvers.errors import ProviderDown
@@ -354,3 +354,74 @@ async def test_given_a_failed_refresh_when_retry_after_passes_and_the_provider_r
     snapshot = await cache.get()
 
     assert snapshot.by_id[reward.id].availability is RewardAvailability.DISCONTINUED
+
+
+# Invalidation (a provider's catalog.item_changed webhook)
+
+
+class HeldPages:
+    """The sandbox as the cache sees it, with one knob: hold the next walk after its first page.
+
+    The walk has then read the first page, as the provider had it, and waits for the rest; the test
+    changes the provider and invalidates meanwhile, then lets the walk finish.
+    """
+
+    def __init__(self, sandbox: SandboxProvider) -> None:
+        self._sandbox = sandbox
+        self._armed = False
+        self.holding = asyncio.Event()  # the held walk waits for its second page
+        self.release = asyncio.Event()
+
+    def hold_next_walk(self) -> None:
+        self._armed = True
+
+    async def list_rewards(self, *, cursor: str | None, limit: int) -> RewardPage:
+        if cursor is not None and self._armed:
+            self._armed = False
+            self.holding.set()
+            await self.release.wait()
+        return await self._sandbox.list_rewards(cursor=cursor, limit=limit)
+
+
+async def test_given_a_walk_under_way_when_the_catalog_is_invalidated_then_the_next_reads_show_the_change(
+    provider: SandboxProvider, clock: Clock
+) -> None:
+    held = HeldPages(provider)
+    cache = make_cache(held, clock)  # type: ignore[arg-type]  # list_rewards is all the cache asks
+    reward = next(r for r in provider.catalog[:PAGE_SIZE] if r.availability is RewardAvailability.AVAILABLE)
+    held.hold_next_walk()
+    before = asyncio.ensure_future(cache.get())
+    await held.holding.wait()  # the first page, with the reward AVAILABLE, is read
+
+    provider.set_availability(reward.id, RewardAvailability.OUT_OF_STOCK)
+    cache.invalidate()
+    after = asyncio.ensure_future(cache.get())
+    held.release.set()
+    await before
+    right_after = await after
+    later = await cache.get()  # within both TTLs: whatever the cache kept
+
+    assert right_after.by_id[reward.id].availability is RewardAvailability.OUT_OF_STOCK
+    assert later.by_id[reward.id].availability is RewardAvailability.OUT_OF_STOCK
+
+
+async def test_given_a_walk_under_way_that_then_fails_when_the_catalog_was_invalidated_then_the_next_read_asks_again(
+    provider: SandboxProvider, clock: Clock
+) -> None:
+    held = HeldPages(provider)
+    cache = make_cache(held, clock)  # type: ignore[arg-type]
+    await warm(cache, provider)
+    reward = next(r for r in provider.catalog[:PAGE_SIZE] if r.availability is RewardAvailability.AVAILABLE)
+    clock.advance(VOLATILE_TTL)
+    held.hold_next_walk()
+    outdated = asyncio.ensure_future(cache.get())
+    await held.holding.wait()
+    provider.set_availability(reward.id, RewardAvailability.OUT_OF_STOCK)
+    cache.invalidate()
+
+    provider.faults.fail_next("list_rewards")  # the outdated walk's next page fails
+    held.release.set()
+    await outdated  # served the stale catalog
+    snapshot = await cache.get()
+
+    assert snapshot.by_id[reward.id].availability is RewardAvailability.OUT_OF_STOCK

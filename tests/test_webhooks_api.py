@@ -15,13 +15,15 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
@@ -29,10 +31,30 @@ from standardwebhooks.webhooks import Webhook
 from giftgraph.app import create_app, sandbox_provider
 from giftgraph.settings import ConfigurationError, Settings
 from giftgraph.webhooks import MAX_BODY_BYTES, webhook_secrets
-from providers import Balance, EventHub, RedeemRequest, Redemption, RedemptionStatus, Reward, RewardAvailability
+from providers import (
+    Balance,
+    EventHub,
+    RedeemRequest,
+    Redemption,
+    RedemptionStatus,
+    RedemptionUpdated,
+    Reward,
+    RewardAvailability,
+)
 from providers.rest.contract import BalanceWire, RedemptionWire
-from providers.sandbox import failing_reward_ids
+from providers.rest.webhooks import CatalogItemChanged, ProviderWebhook
+from providers.sandbox import SandboxConfig, SandboxProvider, failing_reward_ids
+from providers.sql import create_engine
+from resolvers.catalog_cache import CatalogCache
 from resolvers.ids import encode_global_id
+from resolvers.pricing import Pricing
+from resolvers.webhooks import (
+    EVENT_RETENTION_SECONDS,
+    PRUNE_INTERVAL_SECONDS,
+    WebhookOutcome,
+    WebhookService,
+    webhook_events,
+)
 from tests.support import (
     LiveServer,
     WsClient,
@@ -144,6 +166,15 @@ def redeem_at_provider(server: LiveServer, user_id: str, *, failing: bool = Fals
         idempotency_key=uuid.uuid4().hex,
     )
     return run_on_server_loop(server, server.provider.redeem(request)).redemption
+
+
+def publish_on_server(server: LiveServer, event: RedemptionUpdated) -> None:
+    """Publish on the server's hub, from its own loop, as its other publishers (the redeem answer...) do."""
+
+    async def publish() -> None:
+        server.services.events.publish(event)
+
+    run_on_server_loop(server, publish())
 
 
 def settled_at_provider(server: LiveServer, redemption_id: str) -> tuple[Redemption, Balance]:
@@ -353,6 +384,44 @@ async def test_given_concurrent_deliveries_of_one_event_when_they_race_then_exac
     assert [item["status"] for item in seen] == ["FULFILLED", "FAILED"]
 
 
+# Retention
+
+
+@pytest.mark.anyio
+async def test_given_a_gateway_that_keeps_running_when_event_ids_pass_retention_then_they_are_dropped(
+    tmp_path: Path,
+) -> None:
+    now = [1_700_000_000.0]  # the service's clock, moved by hand
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}", logging_name="test-retention")
+    provider = SandboxProvider(database_url=f"sqlite+aiosqlite:///{tmp_path / 'sandbox.db'}", events=EventHub())
+    catalog = CatalogCache(provider, Pricing({"USD": Decimal(100)}), stable_ttl=60, volatile_ttl=30, max_stale=60)
+    service = WebhookService(engine, provider, EventHub(), catalog, clock=lambda: now[0])
+
+    def changed(event_id: str) -> ProviderWebhook:
+        data = CatalogItemChanged(reward_id="rw_1", availability=RewardAvailability.OUT_OF_STOCK)
+        return ProviderWebhook(id=event_id, type="catalog.item_changed", occurred_at=datetime.now(UTC), data=data)
+
+    async def stored() -> set[str]:
+        async with engine.connect() as conn:
+            return set((await conn.execute(sqlalchemy.select(webhook_events.c.event_id))).scalars())
+
+    try:
+        await service.start()
+        await service.handle("sandbox", changed("msg_old"))
+        now[0] += EVENT_RETENTION_SECONDS - 1
+        await service.handle("sandbox", changed("msg_recent"))
+        kept_within_retention = await stored()
+        now[0] += PRUNE_INTERVAL_SECONDS
+        outcome = await service.handle("sandbox", changed("msg_new"))
+        kept = await stored()
+    finally:
+        await engine.dispose()
+
+    assert kept_within_retention == {"msg_old", "msg_recent"}
+    assert outcome is WebhookOutcome.PROCESSED
+    assert kept == {"msg_recent", "msg_new"}  # no restart needed
+
+
 # Order
 
 
@@ -373,47 +442,40 @@ async def test_given_a_fulfilled_redemption_when_a_stale_event_and_a_late_pendin
 
         applied = await adeliver(client, server, fulfilled_body, signed(fulfilled_body))
         ignored = await adeliver(client, server, stale_body, signed(stale_body))
-        pending_moves = run_on_server_loop(server, server.app.state.webhooks.advance_redemption(late_pending))
+        publish_on_server(server, RedemptionUpdated(user_id=user, redemption=late_pending))  # a late redeem answer
         marker_body = settled_event(marker, marker_balance)
         await adeliver(client, server, marker_body, signed(marker_body))
         seen = [await next_data(ws, op, "redemptionUpdated") for _ in range(2)]
 
     assert (applied.json(), ignored.json()) == ({"status": "processed"}, {"status": "processed"})
-    assert pending_moves is False
     assert [(item["id"], item["status"]) for item in seen] == [
         (encode_global_id("Redemption", fulfilled.id), "FULFILLED"),
         (encode_global_id("Redemption", marker.id), "FAILED"),
     ]
 
 
-def test_given_an_unseen_redemption_when_pending_then_fulfilled_then_pending_again_then_only_forward_moves_count(
+@pytest.mark.anyio
+async def test_given_two_deliveries_of_distinct_events_about_one_redemption_when_they_race_then_both_are_recorded(
     server: LiveServer,
 ) -> None:
-    now = datetime.now(UTC)
-    pending = Redemption(
-        id=f"red_{uuid.uuid4().hex}",
-        user_id="u1",
-        reward_id="rw",
-        face_value=Decimal("10"),
-        currency_code="USD",
-        points=1000,
-        status=RedemptionStatus.PENDING,
-        gift_card=None,
-        failure_reason=None,
-        created_at=now,
-        updated_at=now,
-    )
-    steps = [
-        pending,
-        dataclasses.replace(pending, updated_at=now - timedelta(seconds=1)),  # an older PENDING
-        dataclasses.replace(pending, status=RedemptionStatus.FULFILLED, updated_at=now + timedelta(seconds=1)),
-        dataclasses.replace(pending, updated_at=now + timedelta(seconds=2)),  # PENDING after FULFILLED
-        dataclasses.replace(pending, status=RedemptionStatus.FAILED, updated_at=now + timedelta(seconds=3)),
-    ]
+    # The provider sent the same news under two event ids: each is answered 200 only once stored.
+    user = new_user()
+    fulfilled, balance = settled_at_provider(server, redeem_at_provider(server, user).id)
+    marker, marker_balance = settled_at_provider(server, redeem_at_provider(server, user, failing=True).id)
+    body = settled_event(fulfilled, balance)
+    first, second = signed(body), signed(body)
+    async with ws_connect(server, init_payload=bearer(server, user)) as ws, httpx.AsyncClient() as client:
+        op = await subscribed(server, ws, user, "RedemptionUpdated")
 
-    moved = [run_on_server_loop(server, server.app.state.webhooks.advance_redemption(step)) for step in steps]
+        raced = await asyncio.gather(adeliver(client, server, body, first), adeliver(client, server, body, second))
+        again = await asyncio.gather(adeliver(client, server, body, first), adeliver(client, server, body, second))
+        marker_body = settled_event(marker, marker_balance)
+        await adeliver(client, server, marker_body, signed(marker_body))
+        seen = [await next_data(ws, op, "redemptionUpdated") for _ in range(2)]
 
-    assert moved == [True, False, True, False, False]
+    assert [(r.status_code, r.json()) for r in raced] == [(200, {"status": "processed"})] * 2
+    assert [r.json() for r in again] == [{"status": "duplicate"}] * 2  # both ids were stored
+    assert [item["status"] for item in seen] == ["FULFILLED", "FAILED"]  # the news was published once
 
 
 # catalog.item_changed
@@ -647,7 +709,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SandboxSer
     """The sandbox service and a gateway over REST, sharing one data folder, hence the generated credentials
     (API key and webhook secret) as in development; the sender learns the gateway's port once it listens."""
     data_dir = tmp_path_factory.mktemp("webhooks-e2e")
-    with running_sandbox_service(data_dir, webhook_url="http://127.0.0.1:9/webhooks/sandbox") as sandbox:
+    # Settling takes a second: the redeem answer is published well before the settlement's webhook.
+    sandbox_config = SandboxConfig(fulfilment_delay=1.0)
+    hook_url = "http://127.0.0.1:9/webhooks/sandbox"
+    with running_sandbox_service(data_dir, webhook_url=hook_url, sandbox=sandbox_config) as sandbox:
         settings = make_settings(data_dir, provider="rest", provider_base_url=sandbox.url)
         with live_server(settings) as gateway:
             assert sandbox.webhooks is not None
@@ -670,26 +735,48 @@ async def test_given_the_sandbox_service_when_points_are_granted_there_then_a_ga
     assert (seen["available"], seen["pending"]) == (STARTING_BALANCE + 250, 0)
 
 
-@pytest.mark.anyio
-async def test_given_the_sandbox_service_when_a_redemption_is_fulfilled_there_then_the_subscriber_gets_the_card(
-    stack: tuple[SandboxService, LiveServer],
-) -> None:
-    sandbox, gateway = stack
-    user = new_user()
+def redeem_variables(sandbox: SandboxService, gateway: LiveServer, *, failing: bool = False) -> dict[str, Any]:
+    failing_ids = failing_reward_ids(sandbox.provider.catalog)
     reward = next(
         r
         for r in sandbox.provider.catalog
         if r.availability is RewardAvailability.AVAILABLE
-        and r.id not in failing_reward_ids(sandbox.provider.catalog)
+        and (r.id in failing_ids) == failing
         and gateway.services.pricing.point_cost(r)
     )
-    variables = {
+    return {
         "input": {
             "clientMutationId": uuid.uuid4().hex,
             "rewardId": encode_global_id("Reward", reward.id),
             "faceValue": str(reward.denomination.min_value),
         }
     }
+
+
+async def updates_until(
+    ws: WsClient, fields: dict[str, str], done: Callable[[dict[str, list[dict[str, Any]]]], bool]
+) -> dict[str, list[dict[str, Any]]]:
+    """What each subscription (op id -> its field) received, until `done` says enough."""
+    seen: dict[str, list[dict[str, Any]]] = {op: [] for op in fields}
+    while not done(seen):
+        message = await ws.receive()
+        assert message["type"] == "next" and message["id"] in fields, message
+        assert "errors" not in message["payload"], message
+        seen[message["id"]].append(message["payload"]["data"][fields[message["id"]]])
+    return seen
+
+
+def balances(updates: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [(update["available"], update["pending"]) for update in updates]
+
+
+@pytest.mark.anyio
+async def test_given_the_sandbox_service_when_a_redemption_is_fulfilled_there_then_the_subscriber_gets_the_card(
+    stack: tuple[SandboxService, LiveServer],
+) -> None:
+    sandbox, gateway = stack
+    user = new_user()
+    variables = redeem_variables(sandbox, gateway)
     async with ws_connect(gateway, init_payload=bearer(gateway, user)) as ws:
         op = await subscribed(gateway, ws, user, "RedemptionUpdated")
 
@@ -702,6 +789,51 @@ async def test_given_the_sandbox_service_when_a_redemption_is_fulfilled_there_th
     assert {item["id"] for item in seen} == {body["data"]["redeem"]["redemption"]["id"]}
     assert seen[-1]["status"] == "FULFILLED"
     assert seen[-1]["giftCard"] is not None and seen[-1]["giftCard"]["code"]
+
+
+@pytest.mark.anyio
+async def test_given_the_sandbox_service_when_it_fulfils_a_redemption_then_the_webhook_reaches_both_subscriptions(
+    stack: tuple[SandboxService, LiveServer],
+) -> None:
+    sandbox, gateway = stack
+    user = new_user()
+    async with ws_connect(gateway, init_payload=bearer(gateway, user)) as ws:
+        assert (await ws.receive())["type"] == "connection_ack"
+        redemption_op = await ws.subscribe(operation("RedemptionUpdated"))
+        balance_op = await ws.subscribe(operation("BalanceChanged"))
+        assert balances([await next_data(ws, balance_op, "balanceChanged")]) == [(STARTING_BALANCE, 0)]
+
+        body = await asyncio.to_thread(
+            gql, gateway, operation("Redeem"), redeem_variables(sandbox, gateway), token=gateway.token(user)
+        )
+        seen = await updates_until(
+            ws,
+            {redemption_op: "redemptionUpdated", balance_op: "balanceChanged"},
+            lambda seen: len(seen[redemption_op]) == 2 and len(seen[balance_op]) == 2,
+        )
+
+    points = body["data"]["redeem"]["redemption"]["points"]
+    assert [item["status"] for item in seen[redemption_op]] == ["PENDING", "FULFILLED"]
+    assert seen[redemption_op][-1]["giftCard"]["code"]
+    # The redeem answer holds the points as pending; the fulfilment's webhook releases them.
+    assert balances(seen[balance_op]) == [(STARTING_BALANCE - points, points), (STARTING_BALANCE - points, 0)]
+
+
+@pytest.mark.anyio
+async def test_given_the_sandbox_service_when_a_redemption_fails_there_then_the_subscriber_sees_the_debit_then_the_refund(
+    stack: tuple[SandboxService, LiveServer],
+) -> None:
+    sandbox, gateway = stack
+    user = new_user()
+    async with ws_connect(gateway, init_payload=bearer(gateway, user)) as ws:
+        op = await subscribed(gateway, ws, user, "BalanceChanged")
+        variables = redeem_variables(sandbox, gateway, failing=True)
+
+        body = await asyncio.to_thread(gql, gateway, operation("Redeem"), variables, token=gateway.token(user))
+        seen = await updates_until(ws, {op: "balanceChanged"}, lambda seen: len(seen[op]) == 2)
+
+    points = body["data"]["redeem"]["redemption"]["points"]
+    assert balances(seen[op]) == [(STARTING_BALANCE - points, points), (STARTING_BALANCE, 0)]
 
 
 def test_given_the_sandbox_service_when_a_rewards_stock_changes_there_then_the_gateways_catalog_follows(

@@ -8,6 +8,7 @@ asked for is a `ProviderMalformedResponse`, never passed on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -166,8 +167,9 @@ class RestProvider:
             unknown.idempotency_key = key  # type: ignore[attr-defined]
             raise unknown from exc
         # A remote provider cannot publish on our hub, so the adapter does. Replays are published too:
-        # a replay may be the first answer this gateway gets (the original's response was lost), and
-        # both events carry the current state, so a duplicate is harmless to a subscriber.
+        # a replay may be the first answer this gateway gets (the original's response was lost). An
+        # answer that comes late (after the webhook that settled it) is dropped by the hub, which lets
+        # through only what moves a redemption forward.
         self._events.publish(BalanceChanged(user_id=request.user_id, balance=result.balance))
         self._events.publish(RedemptionUpdated(user_id=request.user_id, redemption=result.redemption))
         return result
@@ -229,7 +231,7 @@ class RestProvider:
             problem = "transactions of another user"
         elif kinds is not None and any(item.kind not in kinds for item in items):
             problem = "transactions of a kind not asked for"
-        elif any(a.position <= b.position for a, b in zip(items, items[1:])):
+        elif any(a.position <= b.position for a, b in pairwise(items)):
             problem = "transactions are not newest first"
         elif items and (
             (older_than is not None and items[0].position >= older_than)
