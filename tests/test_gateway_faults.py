@@ -8,10 +8,13 @@ prove the side effects: one redemption and one debit per clientMutationId, whate
 
 from __future__ import annotations
 
+import socketserver
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,18 @@ from tests.support import (
     operation,
     post,
 )
+from tests.test_http_fakes import GARBAGE
 
 REDEEM = operation("Redeem")
 VIEWER_BALANCE = operation("ViewerBalance")
 HISTORY = operation("History")
 START = 10_000
-READ_TIMEOUT = 0.5
+# Seconds. An answer that is coming is waited for, even on a loaded machine: a spurious timeout would add
+# an attempt the exact counts below do not expect. Only the gateway for hangs gives up sooner.
+READ_TIMEOUT = 3.0
+HANG_READ_TIMEOUT = 1.5  # still far above a loopback answer
+HANG = 10.0  # seconds a hang fault lasts: far past HANG_READ_TIMEOUT (it ends when the client leaves)
+HANGS = ("hang", "hang_after_commit")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +78,22 @@ def gateway_settings(data_dir: Path, sandbox: SandboxService, **overrides: Any) 
 def gateway(tmp_path_factory: pytest.TempPathFactory, sandbox: SandboxService) -> Iterator[LiveServer]:
     with live_server(gateway_settings(tmp_path_factory.mktemp("faults-gateway"), sandbox)) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def hang_gateway(tmp_path_factory: pytest.TempPathFactory, sandbox: SandboxService) -> Iterator[LiveServer]:
+    data_dir = tmp_path_factory.mktemp("faults-hang-gateway")
+    with live_server(gateway_settings(data_dir, sandbox, provider_read_timeout=HANG_READ_TIMEOUT)) as running:
+        yield running
+
+
+def gateway_for(request: pytest.FixtureRequest, fault: str) -> LiveServer:
+    """The shared gateway; for a hang, the one that gives up on an answer soon enough for the test."""
+    return request.getfixturevalue("hang_gateway" if fault in HANGS else "gateway")
+
+
+def fault_seconds(fault: str) -> float | None:
+    return HANG if fault in HANGS else 1.0 if fault == "rate_limit_429" else None
 
 
 @pytest.fixture(autouse=True)
@@ -129,12 +154,13 @@ def debits(sandbox: SandboxService, user_id: str) -> int:
 
 @pytest.mark.parametrize("fault", ["error_502", "error_503", "error_504", "rate_limit_429", "hang", "reset"])
 def test_given_one_temporary_fault_on_a_read_then_the_gateway_retries_and_the_client_gets_the_data(
-    gateway: LiveServer, sandbox: SandboxService, fault: str
+    request: pytest.FixtureRequest, sandbox: SandboxService, fault: str
 ) -> None:
+    gateway = gateway_for(request, fault)
     user_id = user()
     balance(gateway, user_id)  # enrol first, so the faulted call is a plain read
     before = http_stats(gateway)
-    sandbox.fault("get_balances", fault, seconds=1.0 if fault == "rate_limit_429" else None)
+    sandbox.fault("get_balances", fault, seconds=fault_seconds(fault))
 
     body = balance(gateway, user_id)
 
@@ -146,11 +172,12 @@ def test_given_one_temporary_fault_on_a_read_then_the_gateway_retries_and_the_cl
 
 @pytest.mark.parametrize("fault", ["error_503", "reset", "malformed", "hang"])
 def test_given_a_fault_on_every_attempt_then_the_client_gets_provider_unavailable_not_a_500(
-    gateway: LiveServer, sandbox: SandboxService, fault: str
+    request: pytest.FixtureRequest, sandbox: SandboxService, fault: str
 ) -> None:
+    gateway = gateway_for(request, fault)
     user_id = user()
     balance(gateway, user_id)
-    sandbox.fault("get_balances", fault, times=4)
+    sandbox.fault("get_balances", fault, times=4, seconds=fault_seconds(fault))
 
     body = balance(gateway, user_id)
 
@@ -174,6 +201,68 @@ def test_given_a_garbled_answer_then_it_never_reaches_the_client_and_the_next_re
     assert balance(gateway, user_id)["data"]["viewer"]["balance"]["available"] == START
 
 
+@contextmanager
+def garbling_provider(answer: bytes) -> Iterator[str]:
+    """A loopback "provider" answering every request with `answer`, bytes no HTTP parser accepts; its URL."""
+
+    class Garble(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            self.request.sendall(answer)
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Garble) as server:
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("answer", ["garbage_status", "garbage_header", "bad_chunk"])
+def test_given_an_answer_that_is_not_http_on_the_default_transport_then_provider_unavailable_not_a_500(
+    tmp_path: Path, answer: str
+) -> None:
+    with garbling_provider(GARBAGE[answer]) as url:
+        settings = make_settings(
+            tmp_path,
+            provider="rest",
+            provider_base_url=url,
+            provider_api_key="key",
+            provider_api_secret="secret",
+            provider_retry_base_delay=0.01,
+            provider_retry_max_delay=0.05,
+        )
+        assert settings.provider_transport == "aiohttp"  # the default: it lets aiohttp's parser errors through
+        with live_server(settings) as garbled:
+            response = post(garbled, VIEWER_BALANCE, token=garbled.token(user()))
+
+    assert response.status_code == 200, response.text
+    assert codes(response.json()) == ["PROVIDER_UNAVAILABLE"]
+
+
+def test_given_a_balance_past_graphql_int_at_the_provider_then_provider_unavailable_not_a_500(
+    gateway: LiveServer, sandbox: SandboxService
+) -> None:
+    user_id = user()
+    balance(gateway, user_id)
+    path = sandbox.config.database_url.removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(path) as conn:  # a provider other than the sandbox, which refuses such a grant
+        conn.execute("UPDATE users SET available = ? WHERE user_id = ?", (2**31, user_id))
+
+    body = balance(gateway, user_id)
+
+    assert codes(body) == ["PROVIDER_UNAVAILABLE"]
+    assert body["data"] is None
+
+
 def test_given_an_error_500_on_a_read_then_it_is_not_retried_and_the_client_gets_provider_unavailable(
     gateway: LiveServer, sandbox: SandboxService
 ) -> None:
@@ -193,10 +282,11 @@ def test_given_an_error_500_on_a_read_then_it_is_not_retried_and_the_client_gets
 
 @pytest.mark.parametrize("fault", ["error_503", "rate_limit_429", "reset", "lost_after_commit", "hang_after_commit"])
 def test_given_one_fault_on_redeem_then_the_retry_with_the_same_key_makes_exactly_one_redemption(
-    gateway: LiveServer, sandbox: SandboxService, fault: str
+    request: pytest.FixtureRequest, sandbox: SandboxService, fault: str
 ) -> None:
+    gateway = gateway_for(request, fault)
     user_id, cmid = user(), "once"
-    sandbox.fault("redeem", fault, seconds=1.0 if fault in ("rate_limit_429", "hang_after_commit") else None)
+    sandbox.fault("redeem", fault, seconds=fault_seconds(fault))
 
     payload = redeem(gateway, user_id, cmid, sandbox)
 
@@ -208,10 +298,11 @@ def test_given_one_fault_on_redeem_then_the_retry_with_the_same_key_makes_exactl
 
 @pytest.mark.parametrize("fault", ["lost_after_commit", "hang_after_commit", "error_500", "error_503"])
 def test_given_the_answer_lost_on_every_attempt_then_pending_and_the_reconciler_settles_exactly_once(
-    gateway: LiveServer, sandbox: SandboxService, fault: str
+    request: pytest.FixtureRequest, sandbox: SandboxService, fault: str
 ) -> None:
+    gateway = gateway_for(request, fault)
     user_id, cmid = user(), "unknown"
-    sandbox.fault("redeem", fault, times=4, seconds=1.0 if fault == "hang_after_commit" else None)
+    sandbox.fault("redeem", fault, times=4, seconds=fault_seconds(fault))
 
     first = redeem(gateway, user_id, cmid, sandbox)
 
@@ -222,7 +313,7 @@ def test_given_the_answer_lost_on_every_attempt_then_pending_and_the_reconciler_
     def settled() -> bool:
         return redeem(gateway, user_id, cmid, sandbox)["userErrors"] == []
 
-    eventually(settled)
+    eventually(settled, timeout=30, interval=0.5)  # each look is a redeem attempt, and those have a budget
     retried = redeem(gateway, user_id, cmid, sandbox)
     assert retried["userErrors"] == []
     assert effects(sandbox, user_id, cmid) == 1
@@ -261,7 +352,7 @@ def test_given_a_provider_failing_repeatedly_then_the_circuit_opens_and_calls_fa
         sandbox,
         provider_retry_attempts=1,
         provider_breaker_failure_threshold=3,
-        provider_breaker_cooldown_seconds=0.5,
+        provider_breaker_cooldown_seconds=3.0,  # outlasts the round trips that check it is open, however slow
     )
     with live_server(settings) as breaking:
         user_id = user()
@@ -274,8 +365,8 @@ def test_given_a_provider_failing_repeatedly_then_the_circuit_opens_and_calls_fa
 
         assert codes(balance(breaking, user_id)) == ["PROVIDER_UNAVAILABLE"]  # open: failed fast
         assert calls_of(sandbox, "get_balances") == before  # nothing reached the provider
-        time.sleep(0.6)
-        assert "errors" not in balance(breaking, user_id)  # the probe went through and closed it
+        # Failing fast until the cool-down ends; then the probe goes through and closes it.
+        eventually(lambda: "errors" not in balance(breaking, user_id), timeout=30, interval=0.2)
         assert calls_of(sandbox, "get_balances") == before + 1
 
 

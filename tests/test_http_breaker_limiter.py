@@ -105,6 +105,19 @@ def test_a_released_probe_lets_the_next_caller_probe_at_once() -> None:
     assert breaker.allow() is not None
 
 
+def test_asking_whether_it_rejects_says_what_allow_would_do_without_issuing_a_probe() -> None:
+    clock = FakeClock()
+    breaker = _breaker(clock)
+    assert breaker.rejecting() is False
+    _fail(breaker, THRESHOLD)
+    assert breaker.rejecting() is True
+    clock.now += COOLDOWN
+    assert breaker.rejecting() is False
+    assert breaker.state is BreakerState.OPEN  # asking issued no probe
+    assert breaker.allow() is not None
+    assert breaker.rejecting() is True  # half open: the probe is out
+
+
 def test_outcomes_of_calls_admitted_before_a_transition_are_ignored() -> None:
     clock = FakeClock()
     breaker = _breaker(clock)
@@ -206,6 +219,36 @@ async def test_given_an_open_circuit_after_the_cooldown_when_callers_race_then_o
         assert client.stats.breaker_state is BreakerState.CLOSED
         assert await client.get("/v1/rewards", operation="list_rewards") == {"status": "ok"}
     assert len(provider.requests) == 4  # 2 failures, the probe, one call after closing
+
+
+async def test_given_calls_queued_behind_the_limiter_when_the_circuit_opens_then_they_fail_fast_unsent() -> None:
+    states_seen: list[BreakerState] = []
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        states_seen.append(client.stats.breaker_state)
+        return error(503)
+
+    policy = replace(
+        FAST,
+        rate_limit_per_second=20,
+        retry_attempts=1,
+        breaker_failure_threshold=2,
+        breaker_cooldown_seconds=60,
+        call_budget_seconds=30,
+    )
+    client = make_client(httpx.MockTransport(failing), policy=policy)
+    async with started(client):
+        results = await asyncio.gather(
+            *(client.get("/v1/rewards", operation="list_rewards") for _ in range(20)), return_exceptions=True
+        )
+        rejected = client.stats.rejected_by_breaker
+    # Each request that reached the provider was admitted while the circuit was closed: the threshold's
+    # worth, plus any already in flight when it opened. Every call still queued failed without sending.
+    assert set(states_seen) == {BreakerState.CLOSED}
+    assert 2 <= len(states_seen) <= 3
+    circuit_open = [result for result in results if isinstance(result, perr.ProviderCircuitOpen)]
+    assert len(circuit_open) == rejected == 20 - len(states_seen)
+    assert all(result.maybe_committed is False for result in circuit_open)
 
 
 async def test_given_a_retrying_call_when_the_circuit_opens_midway_then_it_stops_with_circuit_open() -> None:

@@ -1,4 +1,4 @@
-"""ProviderHttpClient end to end: its lifecycle and configuration, and real sockets that hang or drop."""
+"""ProviderHttpClient end to end: its lifecycle and configuration, and real sockets that hang, drop or garble."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 import providers.errors as perr
-from providers.http import HttpPolicy, ProviderHttpClient, transport_for
+from providers.http import ClientCredentialsAuth, HttpPolicy, ProviderHttpClient, transport_for
 from providers.http.transport import TrackingTransport
 from tests.test_http_fakes import (
     FAST,
+    GARBAGE,
     ScriptedProvider,
     closed_port_url,
     make_client,
@@ -132,13 +133,26 @@ async def test_given_a_provider_dropping_the_connection_when_posting_then_connec
     assert len(server.requests) == 1
 
 
-async def test_given_a_body_cut_short_on_the_wire_when_posting_then_malformed_maybe_committed() -> None:
+@pytest.mark.parametrize("kind", ["httpx", "aiohttp"])
+async def test_given_a_provider_dropping_the_connection_when_getting_then_the_transport_never_resends_it(
+    kind: str,
+) -> None:
+    async with raw_server("drop") as server:
+        client = make_client(transport_for(kind, REAL), policy=REAL, base_url=server.url)  # type: ignore[arg-type]
+        async with started(client):
+            with pytest.raises(perr.ProviderUnavailable):
+                await client.get("/v1/rewards", operation="list_rewards")
+    assert len(server.requests) == 1  # retries are the client's alone: one attempt, one request
+
+
+@pytest.mark.parametrize("kind", ["httpx", "aiohttp"])
+async def test_given_a_body_cut_short_on_the_wire_when_posting_then_malformed_maybe_committed(kind: str) -> None:
     async with raw_server("truncate") as server:
-        async with started(make_client(transport_for("httpx", REAL), policy=REAL, base_url=server.url)) as client:
+        client = make_client(transport_for(kind, REAL), policy=REAL, base_url=server.url)  # type: ignore[arg-type]
+        async with started(client):
             with pytest.raises(perr.ProviderMalformedResponse) as raised:
                 await client.post("/v1/redemptions", json={}, operation="redeem", idempotency_key="k")
     assert raised.value.maybe_committed is True
-    assert isinstance(raised.value.__cause__, httpx.RemoteProtocolError)
 
 
 @pytest.mark.parametrize("kind", ["httpx", "aiohttp"])
@@ -189,3 +203,51 @@ async def test_given_a_slow_drip_when_each_read_is_in_time_then_the_call_budget_
     assert time.monotonic() - started_at < 0.8
     assert raised.value.maybe_committed is True
     assert isinstance(raised.value.__cause__, TimeoutError)
+
+
+# Real sockets: answers that are not HTTP, over either transport
+
+GARBLED = replace(FAST, read_timeout=3.0, connect_timeout=3.0, retry_attempts=1)
+
+
+@pytest.mark.parametrize("kind", ["httpx", "aiohttp"])
+@pytest.mark.parametrize("behaviour", sorted(GARBAGE))
+async def test_given_an_answer_that_is_not_http_when_posting_then_a_temporary_port_error_maybe_committed(
+    kind: str, behaviour: str
+) -> None:
+    async with raw_server(behaviour) as server:
+        client = make_client(transport_for(kind, GARBLED), policy=GARBLED, base_url=server.url)  # type: ignore[arg-type]
+        async with started(client):
+            with pytest.raises(perr.ProviderError) as raised:  # anything foreign would fly past this
+                await client.post("/v1/redemptions", json={}, operation="redeem", idempotency_key="k")
+    assert type(raised.value) in (perr.ProviderMalformedResponse, perr.ProviderConnectionError)
+    assert (raised.value.retryable, raised.value.maybe_committed) == (True, True)  # the request had arrived
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kind", ["httpx", "aiohttp"])
+async def test_given_a_garbled_chunk_after_a_good_head_when_reading_the_body_then_a_port_error_maybe_committed(
+    kind: str,
+) -> None:
+    # aiohttp 3.14 never wakes a body reader whose chunk fails to parse: only the call budget ends it.
+    policy = replace(GARBLED, call_budget_seconds=1.5)
+    async with raw_server("late_bad_chunk") as server:
+        client = make_client(transport_for(kind, policy), policy=policy, base_url=server.url)  # type: ignore[arg-type]
+        async with started(client):
+            with pytest.raises(perr.ProviderUnavailable) as raised:
+                await client.post("/v1/redemptions", json={}, operation="redeem", idempotency_key="k")
+    assert raised.value.maybe_committed is True
+
+
+@pytest.mark.parametrize("kind", ["httpx", "aiohttp"])
+async def test_given_a_token_endpoint_answering_garbage_when_calling_then_a_port_error_and_nothing_sent(
+    kind: str,
+) -> None:
+    async with raw_server("garbage_status") as server:
+        auth = ClientCredentialsAuth(token_url=f"{server.url}/oauth/token", client_id="id", client_secret="secret")
+        client = make_client(transport_for(kind, GARBLED), policy=GARBLED, base_url=server.url, auth=auth)  # type: ignore[arg-type]
+        async with started(client):
+            with pytest.raises(perr.ProviderUnavailable) as raised:
+                await client.post("/v1/redemptions", json={}, operation="redeem", idempotency_key="k")
+    assert raised.value.maybe_committed is False  # only the token request went out
+    assert [request.split(b" ")[:2] for request in server.requests] == [[b"POST", b"/oauth/token"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import httpx
@@ -11,7 +12,7 @@ from pydantic import BaseModel
 import providers.errors as perr
 from providers.http import REST_ERRORS, ErrorRule, parse_model
 from providers.http.errors import FALLBACK_4XX, FALLBACK_5XX, FALLBACK_OTHER
-from providers.http.exceptions import FOREIGN_ERRORS, ForeignRule, aiohttp_errors
+from providers.http.exceptions import FOREIGN_ERRORS, UNMAPPED, ForeignRule, aiohttp_errors, rule_for
 from providers.rest.contract import ERROR_CODES
 from tests.test_http_fakes import BASE_URL, FAST, ScriptedProvider, error, make_client, started
 
@@ -255,6 +256,47 @@ async def test_given_each_aiohttp_failure_disguised_by_httpx_aiohttp_when_raised
             await client.post("/v1/redemptions", json={}, operation="redeem", idempotency_key="k")
     assert type(raised.value) is rule.error
     assert raised.value.maybe_committed is rule.reached
+
+
+@pytest.mark.parametrize("rule", aiohttp_errors(), ids=lambda r: r.exception.__name__)
+async def test_given_each_aiohttp_failure_httpx_aiohttp_lets_through_as_is_when_raised_then_it_is_translated(
+    rule: ForeignRule,
+) -> None:
+    foreign = rule.exception.__new__(rule.exception)  # a garbled status line arrives as a bare ClientResponseError
+    provider = ScriptedProvider([foreign])
+    async with started(make_client(provider.transport, policy=ONE_ATTEMPT)) as client:
+        with pytest.raises(perr.ProviderError) as raised:
+            await client.post("/v1/redemptions", json={}, operation="redeem", idempotency_key="k")
+    assert type(raised.value) is rule.error and raised.value.__cause__ is foreign
+    assert (raised.value.retryable, raised.value.maybe_committed) == (rule.retry, rule.reached)
+
+
+def test_every_aiohttp_client_exception_is_covered_by_the_translation() -> None:
+    import aiohttp
+
+    exported = [getattr(aiohttp, name) for name in aiohttp.__all__]
+    client_errors = [cls for cls in exported if isinstance(cls, type) and issubclass(cls, aiohttp.ClientError)]
+    assert client_errors, "aiohttp exports no client errors?"
+    missing = [cls.__name__ for cls in client_errors if rule_for(cls.__new__(cls)) is UNMAPPED]
+    assert missing == []
+
+
+async def test_given_an_exception_no_rule_names_when_the_transport_raises_it_then_an_unknown_provider_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Surprise(Exception):
+        pass
+
+    foreign = Surprise(f"quoting {CARD}")
+    provider = ScriptedProvider([foreign])
+    async with started(make_client(provider.transport, policy=FAST)) as client:
+        with caplog.at_level(logging.WARNING), pytest.raises(perr.ProviderUnavailable) as raised:
+            await client.post("/v1/redemptions", json={}, operation="redeem", idempotency_key="k")
+    err = raised.value
+    assert type(err) is UNMAPPED.error and err.__cause__ is foreign
+    assert (err.retryable, err.maybe_committed) == (False, True)  # unknown: not repeated, maybe done
+    assert len(provider.requests) == 1
+    assert "Surprise" in caplog.text and CARD not in caplog.text and CARD not in str(err)
 
 
 def test_every_concrete_httpx_exception_is_covered_by_the_translation() -> None:

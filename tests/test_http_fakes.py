@@ -4,7 +4,8 @@
   script of answers (responses or exceptions), recording every request it saw.
 - `FakeClock`: a clock whose `sleep` advances it, so retry waits are measured, not slept.
 - `raw_server`: a raw asyncio server on a loopback port that misbehaves at the socket level
-  (hangs, drops the connection, cuts a body short): what real timeouts and resets look like.
+  (hangs, drops the connection, cuts a body short, answers bytes that are not HTTP): what real
+  timeouts, resets and garbled answers look like.
 """
 
 from __future__ import annotations
@@ -114,6 +115,18 @@ async def started(client: ProviderHttpClient) -> AsyncIterator[ProviderHttpClien
 # A raw server: what a hung, reset or truncating provider looks like on the wire.
 
 OK_BODY = json.dumps({"status": "ok"}).encode()
+JSON_200 = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+# Answers no HTTP parser accepts, each sent whole once the request has been read.
+GARBAGE: dict[str, bytes] = {
+    "not_http": b"HELLO THERE\r\n\r\n",
+    "garbage_status": b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\n{}",
+    "garbage_header": b"HTTP/1.1 200 OK\r\nContent-Type application/json\r\nContent-Length: 2\r\n\r\n{}",
+    "long_header": JSON_200 + b"X-Padding: " + b"a" * 200_000 + b"\r\nContent-Length: 2\r\n\r\n{}",
+    "bad_chunk": JSON_200 + b"Transfer-Encoding: chunked\r\n\r\nZZ\r\nab\r\n0\r\n\r\n",
+}
+# The head first, alone: the garbled chunk comes while the client reads the body.
+LATE_BAD_CHUNK = (JSON_200 + b"Transfer-Encoding: chunked\r\n\r\n", b"2\r\n{}\r\nZZ\r\nab\r\n0\r\n\r\n")
 
 
 @dataclass
@@ -126,7 +139,8 @@ class RawServer:
 @asynccontextmanager
 async def raw_server(behaviour: str) -> AsyncIterator[RawServer]:
     """behaviour: "hang" (read the request, never answer), "drop" (read it, close without answering),
-    "truncate" (200 with Content-Length larger than the bytes sent, then close), "ok" (a proper answer)."""
+    "truncate" (200 with Content-Length larger than the bytes sent, then close), "ok" (a proper answer),
+    a key of GARBAGE (answer those bytes, then close), "late_bad_chunk" (a good head, then a garbled chunk)."""
     server_state = RawServer(url="")
     handlers: set[asyncio.Task[None]] = set()
 
@@ -142,6 +156,16 @@ async def raw_server(behaviour: str) -> AsyncIterator[RawServer]:
             elif behaviour == "truncate":
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n")
                 writer.write(OK_BODY[:5])
+                await writer.drain()
+            elif behaviour in GARBAGE:
+                writer.write(GARBAGE[behaviour])
+                await writer.drain()
+            elif behaviour == "late_bad_chunk":
+                head, body = LATE_BAD_CHUNK
+                writer.write(head)
+                await writer.drain()
+                await asyncio.sleep(0.05)  # usually the client has the head, and is reading the body, by then
+                writer.write(body)
                 await writer.drain()
             elif behaviour == "ok":
                 writer.write(

@@ -130,7 +130,8 @@ def redeem_request(key: str = "key-1") -> RedeemRequest:
 
 def redeem_body(*, replayed: bool = False, **kwargs: Any) -> dict[str, Any]:
     return contract.RedeemResultWire(
-        redemption=contract.RedemptionWire.of(redemption(**kwargs)), balance=contract.BalanceWire.of(balance()),
+        redemption=contract.RedemptionWire.of(redemption(**kwargs)),
+        balance=contract.BalanceWire.of(balance()),
         replayed=replayed,
     ).model_dump(mode="json")
 
@@ -310,6 +311,39 @@ async def test_a_body_of_the_wrong_shape_is_a_malformed_response(operation: str,
 
     assert caught.value.provider == "rest"
     assert isinstance(caught.value, ProviderError)
+
+
+@pytest.mark.parametrize(
+    ("operation", "field", "value"),
+    [
+        ("get_balances", "available", 2**31),
+        ("get_balances", "available", -(2**31) - 1),
+        ("get_balances", "pending", 2**31),
+        ("get_transactions", "points", 2**31),
+        ("get_transactions", "points", -(2**31) - 1),
+        ("get_transactions", "balance_after", 10**30),
+        ("get_redemptions", "points", 2**31),
+    ],
+)
+async def test_a_point_count_past_graphql_int_is_a_malformed_response(operation: str, field: str, value: int) -> None:
+    item = {**BATCH_ITEMS[operation]("id_1"), field: value}
+    async with rest(ok({"items": [item]})) as (provider, _):
+        with pytest.raises(ProviderMalformedResponse, match=field):
+            await call(provider, operation, ["id_1"])
+
+
+@pytest.mark.parametrize("value", [2**31 - 1, -(2**31)])
+async def test_a_point_count_at_the_edge_of_graphql_int_is_passed_on(value: int) -> None:
+    item = {**BATCH_ITEMS["get_transactions"]("id_1"), "points": value, "balance_after": value}
+    async with rest(ok({"items": [item]})) as (provider, _):
+        (found,) = await provider.get_transactions(["id_1"])
+    assert found is not None and (found.points, found.balance_after) == (value, value)
+
+
+async def test_a_total_count_past_graphql_int_is_a_malformed_response() -> None:
+    async with rest(ok({"items": [], "total_count": 2**31, "has_more": False})) as (provider, _):
+        with pytest.raises(ProviderMalformedResponse, match="total_count"):
+            await call(provider, "list_transactions", [])
 
 
 async def call(provider: RestProvider, operation: str, ids: list[str]) -> Any:
@@ -538,7 +572,10 @@ def test_a_loopback_provider_in_development_shares_the_sandbox_credentials(tmp_p
 
 async def test_configured_credentials_and_policy_reach_the_wire(tmp_path: Path) -> None:
     settings = rest_settings(
-        tmp_path, provider_api_key="key-1", provider_api_secret="secret-1", provider_read_timeout=0.7,
+        tmp_path,
+        provider_api_key="key-1",
+        provider_api_secret="secret-1",
+        provider_read_timeout=0.7,
         provider_base_url="https://rewards.example.com/",
     )
     provider = rest_provider(settings, EventHub())

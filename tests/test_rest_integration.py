@@ -31,12 +31,15 @@ from providers.events import EventHub
 from providers.rest.adapter import RestProvider
 from providers.sandbox import failing_reward_ids
 from tests.sandbox_service import SandboxService, running_sandbox_service
-from tests.support import gql, live_server, make_settings, operation, without_extensions
+from tests.support import eventually, gql, live_server, make_settings, operation, without_extensions
 
 pytestmark = pytest.mark.anyio
 
-READ_TIMEOUT = 0.3  # seconds: a hung answer is given up on quickly
-HANG = 5.0  # seconds the service hangs: far past READ_TIMEOUT, and it stops early when the client leaves
+# Seconds. An answer that is coming is waited for, even on a loaded machine: a spurious timeout would
+# add an attempt (and a replay) the test does not expect.
+READ_TIMEOUT = 3.0
+HANG_READ_TIMEOUT = 1.5  # only in the tests whose hang must time out: still far above a loopback answer
+HANG = 10.0  # seconds the service hangs: far past HANG_READ_TIMEOUT, and it stops early when the client leaves
 START = 10_000  # the sandbox's starting balance
 
 
@@ -115,7 +118,12 @@ def request_for(reward: Reward, key: str, *, user_id: str | None = None, points:
 
 
 def assert_one_redemption(service: SandboxService, request: RedeemRequest) -> None:
-    """Exactly one redemption under the request's key, one debit for every redemption, and the user debited once."""
+    """Exactly one redemption under the request's key, one debit for every redemption, and the user debited once.
+
+    A client that gave up on an answer may learn the outcome before the provider has committed it: the
+    redemption is waited for, then counted exactly.
+    """
+    eventually(lambda: request.idempotency_key in service.stats()["redemptions_by_key"])
     stats = service.stats()
     assert stats["redemptions_by_key"][request.idempotency_key] == 1
     assert set(stats["redemptions_by_key"].values()) == {1}
@@ -215,12 +223,12 @@ async def test_redeem_replays_the_same_key_and_maps_every_refusal(service: Sandb
 
 
 async def test_an_oauth2_token_is_refreshed_before_it_expires(tmp_path: Path) -> None:
-    with sandbox_service(tmp_path, token_ttl_seconds=1) as service:
+    with sandbox_service(tmp_path, token_ttl_seconds=4) as service:
         async with connected(service, tmp_path, auth="oauth2") as rest:
             await rest.check()
             await rest.check()  # the cached token
             assert service.app.state.tokens.issued == 1
-            await anyio.sleep(0.6)  # past the refresh point (half a 1 s lifetime), before expiry
+            await anyio.sleep(2.4)  # past the refresh point (half a 4 s lifetime), before expiry
             await rest.check()
 
         assert service.app.state.tokens.issued == 2
@@ -267,7 +275,8 @@ async def test_wrong_credentials_fail_authentication(service: SandboxService, tm
 async def test_a_temporary_failure_on_a_read_is_retried_and_succeeds(
     service: SandboxService, tmp_path: Path, kind: str, seconds: float | None
 ) -> None:
-    async with connected(service, tmp_path) as rest:
+    read_timeout = HANG_READ_TIMEOUT if kind == "hang" else READ_TIMEOUT
+    async with connected(service, tmp_path, provider_read_timeout=read_timeout) as rest:
         service.fault("list_rewards", kind, times=2, seconds=seconds)
         page = await rest.list_rewards(cursor=None, limit=4)
 
@@ -308,7 +317,8 @@ async def test_a_redemption_answer_lost_after_commit_is_retried_and_replayed(
     service: SandboxService, tmp_path: Path, kind: str, seconds: float | None
 ) -> None:
     request = request_for(redeemable(service), f"lost-{kind}")
-    async with connected(service, tmp_path) as rest:
+    read_timeout = HANG_READ_TIMEOUT if kind == "hang_after_commit" else READ_TIMEOUT
+    async with connected(service, tmp_path, provider_read_timeout=read_timeout) as rest:
         service.fault("redeem", kind, seconds=seconds)
         result = await rest.redeem(request)
 
@@ -324,7 +334,8 @@ async def test_without_retries_a_lost_redemption_answer_is_an_unknown_outcome(
     service: SandboxService, tmp_path: Path, kind: str, seconds: float | None
 ) -> None:
     request = request_for(redeemable(service), f"unknown-{kind}")
-    async with connected(service, tmp_path, provider_retry_attempts=1) as rest:
+    read_timeout = HANG_READ_TIMEOUT if kind == "hang_after_commit" else READ_TIMEOUT
+    async with connected(service, tmp_path, provider_retry_attempts=1, provider_read_timeout=read_timeout) as rest:
         service.fault("redeem", kind, seconds=seconds)
         with pytest.raises(RedemptionOutcomeUnknown) as caught:
             await rest.redeem(request)

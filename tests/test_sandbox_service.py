@@ -27,7 +27,8 @@ from providers.rest.contract import (
     TransactionBatchWire,
     TransactionPageWire,
 )
-from providers.sandbox import failing_reward_ids
+from providers.sandbox import SandboxConfig, failing_reward_ids
+from providers.sandbox.store import MAX_BALANCE
 from tests.sandbox_service import SandboxService, running_sandbox_service
 
 USER = "svc-user"
@@ -548,6 +549,31 @@ def test_given_a_grant_then_an_earn_transaction_and_a_higher_balance(
     assert history["items"][0]["kind"] == "EARN" and history["items"][0]["description"] == "Promo"
     assert history["items"][0]["id"] == granted.json()["transaction"]["id"]
     assert_error(client.post("/v1/sandbox/grants", json={"user_id": user, "points": -5}), "invalid_request")
+
+
+def test_given_grants_up_to_graphql_int_then_one_more_point_is_refused_counting_pending_points(tmp_path: Path) -> None:
+    user = "capped"
+    # Fulfilment never comes during the test: the redemption's points stay pending.
+    with (
+        running_sandbox_service(tmp_path, sandbox=SandboxConfig(fulfilment_delay=3600)) as service,
+        service.client(timeout=5.0) as client,
+    ):
+
+        def grant(points: int) -> httpx.Response:
+            return client.post("/v1/sandbox/grants", json={"user_id": user, "points": points})
+
+        assert grant(1_000_000_000).status_code == grant(1_000_000_000).status_code == 200
+        assert redeem(client, "capped-1", {**redeemable(service), "user_id": user}).status_code == 201
+        available = 10_000 + 2_000_000_000 - 100
+        assert grant(MAX_BALANCE - available - 100).status_code == 200  # up to the limit, pending included
+        refused = grant(1)
+        balance = client.get("/v1/balances", params={"user_id": user}).json()["items"][0]
+        earned = client.get("/v1/transactions", params={"user_id": user, "kind": "EARN", "limit": 0}).json()
+
+    assert_error(refused, "invalid_request")
+    assert str(MAX_BALANCE) in refused.json()["error"]["message"]
+    assert (balance["available"], balance["pending"]) == (MAX_BALANCE - 100, 100)
+    assert earned["total_count"] == 4  # the welcome bonus and three grants: the refused one left nothing
 
 
 def test_given_an_availability_change_then_the_catalog_shows_it(client: httpx.Client, service: SandboxService) -> None:

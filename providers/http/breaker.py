@@ -42,6 +42,12 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self._opened_at + self._cooldown - self._clock())
 
+    def rejecting(self) -> bool:
+        """Whether `allow()` would fail fast now; asking changes nothing (a probe is issued only by allow)."""
+        if self._state is BreakerState.OPEN:
+            return self.retry_after() > 0
+        return self._state is BreakerState.HALF_OPEN
+
     def allow(self) -> Permit | None:
         """A permit to call, or None: fail fast."""
         if self._state is BreakerState.CLOSED:

@@ -1,7 +1,8 @@
 """ProviderHttpClient: one provider's httpx.AsyncClient behind retries, a rate limiter and a circuit breaker.
 
-A call is: retry loop (tenacity) -> per attempt: circuit breaker -> rate limiter -> the request
-(auth flow, transport) bounded by the call's remaining time -> status/body -> port error or JSON.
+A call is: retry loop (tenacity) -> per attempt: rate limiter (not waited for while the circuit is open)
+-> circuit breaker -> the request (auth flow, transport) bounded by the call's remaining time
+-> status/body -> port error or JSON.
 Nothing foreign leaves a call: every failure is a providers.errors.ProviderError.
 """
 
@@ -27,7 +28,7 @@ from providers.errors import (
 from providers.http.breaker import BreakerState, CircuitBreaker, Permit
 from providers.http.budget import RetryBudget
 from providers.http.errors import REST_ERRORS, ErrorTable
-from providers.http.exceptions import FOREIGN_TYPES, translate
+from providers.http.exceptions import translate
 from providers.http.policy import HttpPolicy
 from providers.http.response import decode_json
 from providers.http.retry import CallState, RetryRules
@@ -204,17 +205,14 @@ class ProviderHttpClient:
         headers: dict[str, str],
     ) -> tuple[int, Any]:
         self._attempts += 1
+        if self._breaker.rejecting():  # fail fast instead of queueing for a slot first
+            raise self._circuit_open(call)
+        await self._wait_for_rate_limit(call)
+        # Asked only now: the breaker may have opened while this attempt was queued behind the limiter.
         permit = self._breaker.allow()
         if permit is None:
-            self._rejected += 1
-            raise ProviderCircuitOpen(
-                f"{self.provider} {call.operation}: circuit open after repeated failures",
-                retry_after=self._breaker.retry_after(),
-                retryable=False,
-                maybe_committed=False,
-            )
+            raise self._circuit_open(call)
         try:
-            await self._wait_for_rate_limit(call)
             result = await self._exchange(client, call, method, path, params=params, json=json, headers=headers)
         except ProviderError as error:
             _report(permit, error)
@@ -225,6 +223,15 @@ class ProviderHttpClient:
         permit.success()
         return result
 
+    def _circuit_open(self, call: CallState) -> ProviderCircuitOpen:
+        self._rejected += 1
+        return ProviderCircuitOpen(
+            f"{self.provider} {call.operation}: circuit open after repeated failures",
+            retry_after=self._breaker.retry_after(),
+            retryable=False,
+            maybe_committed=False,
+        )
+
     async def _wait_for_rate_limit(self, call: CallState) -> None:
         if self._limiter is None:
             return
@@ -232,7 +239,7 @@ class ProviderHttpClient:
             async with asyncio.timeout(max(0.0, call.deadline - self._clock())):
                 await self._limiter.acquire()
         except TimeoutError as exc:
-            raise _LimiterTimeout(
+            raise ProviderTimeout(
                 f"{self.provider} {call.operation}: no request slot within the call's time budget",
                 retryable=False,
                 maybe_committed=False,
@@ -264,7 +271,9 @@ class ProviderHttpClient:
                     await response.aread()
                 finally:
                     await response.aclose()
-        except FOREIGN_TYPES as exc:
+        except ProviderError:  # raised by the auth flow: already a port error
+            raise
+        except Exception as exc:  # everything else is foreign, whichever library raised it
             raise translate(
                 exc, provider=self.provider, operation=call.operation, sent=in_flight.sent, reading_body=reading_body
             ) from exc
@@ -282,15 +291,9 @@ class ProviderHttpClient:
         self._refused += 1
 
 
-class _LimiterTimeout(ProviderTimeout):
-    """Our own limiter had no slot in time: nothing was sent, the provider's health is unknown."""
-
-
 def _report(permit: Permit, error: ProviderError) -> None:
-    """Only the provider failing counts against it: not its refusals, not our limiter, not a 429."""
-    if isinstance(error, _LimiterTimeout):
-        permit.release()
-    elif isinstance(error, ProviderUnavailable) and not isinstance(error, ProviderRateLimited):
+    """Only the provider failing counts against it: not its refusals, not a 429."""
+    if isinstance(error, ProviderUnavailable) and not isinstance(error, ProviderRateLimited):
         permit.failure()
     else:
         permit.success()

@@ -6,6 +6,7 @@ auth flow was fetching a token, say) rather than while it was with the provider.
 
 from __future__ import annotations
 
+import functools
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
@@ -50,9 +51,25 @@ class TrackingTransport(httpx.AsyncBaseTransport):
 
 
 def transport_for(kind: Literal["httpx", "aiohttp"], policy: HttpPolicy) -> httpx.AsyncBaseTransport:
-    """The production transport of that kind, with the policy's pool limits."""
+    """The production transport of that kind, with the policy's pool limits; neither resends a request itself."""
     if kind == "aiohttp":
-        from httpx_aiohttp import AiohttpTransport  # imported on demand: aiohttp is heavy
-
-        return AiohttpTransport(limits=policy.limits(), trust_env=False)
+        return _aiohttp_transport_class()(limits=policy.limits(), trust_env=False)
     return httpx.AsyncHTTPTransport(limits=policy.limits(), trust_env=False)
+
+
+@functools.cache
+def _aiohttp_transport_class() -> type[httpx.AsyncBaseTransport]:
+    import aiohttp  # imported on demand: aiohttp is heavy
+    from httpx_aiohttp import AiohttpTransport
+
+    class OneShotAiohttpTransport(AiohttpTransport):
+        """aiohttp resends a GET once when the server closes the connection before answering; retries are
+        the client's (counted, budgeted, seen by the breaker), so the session is told not to. aiohttp has no
+        public switch for it: its own test client flips the same attribute."""
+
+        def get_client(self) -> aiohttp.ClientSession:
+            session = super().get_client()
+            session._retry_connection = False
+            return session
+
+    return OneShotAiohttpTransport

@@ -3,7 +3,8 @@
 One pydantic model per JSON shape, each converting to or from the port's dataclasses. The
 service serialises with them; the adapter validates every response with them, so a body of
 the wrong shape becomes a provider error instead of reaching a client. Unknown fields are
-ignored (providers add fields); amounts travel as decimal strings, times as ISO 8601.
+ignored (providers add fields); amounts travel as decimal strings, times as ISO 8601. Point counts
+fit GraphQL's Int (32 bits, signed): a larger one could not be answered to a client.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from providers import base
 # Decimals as strings on the wire ("25.00"), never floats.
 Money = Annotated[Decimal, PlainSerializer(lambda value: str(value), return_type=str, when_used="json")]
 Id = Annotated[str, Field(min_length=1, max_length=255)]
+MIN_INT, MAX_INT = -(2**31), 2**31 - 1  # GraphQL's Int
+Points = Annotated[int, Field(ge=MIN_INT, le=MAX_INT)]  # signed: a REDEEM transaction is negative
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+PositivePoints = Annotated[int, Field(gt=0, le=MAX_INT)]
+Position = Annotated[int, Field(ge=0, le=2**63 - 1)]  # a keyset the provider is asked for again: SQL's BIGINT
 
 API_PREFIX = "/v1"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -96,8 +102,8 @@ class RewardWire(Wire):
 
 class BalanceWire(Wire):
     user_id: Id
-    available: int
-    pending: Annotated[int, Field(ge=0)]
+    available: Points
+    pending: Count
     updated_at: AwareDatetime
 
     @classmethod
@@ -130,7 +136,7 @@ class RedemptionWire(Wire):
     reward_id: Id
     face_value: Money
     currency_code: Annotated[str, Field(min_length=3, max_length=3)]
-    points: Annotated[int, Field(gt=0)]
+    points: PositivePoints
     status: Literal["PENDING", "FULFILLED", "FAILED"]
     gift_card: GiftCardWire | None = None
     failure_reason: str | None = None
@@ -177,11 +183,11 @@ class RedemptionWire(Wire):
 
 class TransactionWire(Wire):
     id: Id
-    position: Annotated[int, Field(ge=0)]
+    position: Position
     user_id: Id
     kind: Literal["EARN", "REDEEM", "REFUND", "ADJUSTMENT"]
-    points: int
-    balance_after: int
+    points: Points
+    balance_after: Points
     description: str
     created_at: AwareDatetime
     redemption_id: str | None = None
@@ -232,7 +238,7 @@ class BalanceBatchWire(Wire):  # GET /v1/balances?user_id=a&user_id=b  (same ord
 
 class TransactionPageWire(Wire):  # GET /v1/transactions?user_id=&kind=&older_than=&newer_than=&limit=&from_oldest=
     items: list[TransactionWire]
-    total_count: Annotated[int, Field(ge=0)]
+    total_count: Count
     has_more: bool
 
 
@@ -260,7 +266,7 @@ class RedeemResultWire(Wire):  # 201 created, 200 replayed
 class TokenWire(Wire):  # POST /oauth/token (RFC 6749 4.4), form grant_type=client_credentials
     access_token: Annotated[str, Field(min_length=1)]
     token_type: str
-    expires_in: Annotated[int, Field(gt=0)]
+    expires_in: Annotated[int, Field(gt=0, le=MAX_INT)]
 
 
 class ErrorDetailWire(Wire):
@@ -299,7 +305,7 @@ def error_body(code: str, message: str) -> dict[str, Any]:
 
 class PointsEarnedData(Wire):  # type "points.earned": credited in the provider's ledger
     user_id: Id
-    points: Annotated[int, Field(gt=0)]
+    points: PositivePoints
     transaction_id: Id
     balance: BalanceWire
 

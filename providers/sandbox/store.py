@@ -28,10 +28,14 @@ from providers.base import (
     TransactionKind,
     TransactionPage,
 )
+from providers.errors import PointsLimitExceeded
 from providers.sandbox.schema import metadata, redemptions, transactions, users
 from providers.sql import create_engine, transaction_page, writer
 
 WELCOME_DESCRIPTION = "Welcome bonus"
+# The most points an account holds, available and pending together: GraphQL's Int. Counting the pending
+# points too means a refund of a failed redemption always fits.
+MAX_BALANCE = 2**31 - 1
 ENGINE_LOGGING_NAME = "sandbox"
 
 
@@ -169,13 +173,24 @@ class Ledger:
         return result.scalar_one_or_none()
 
     async def credit(self, user_id: str, points: int, now: datetime) -> int:
+        """Add `points` to a known user's balance; the new balance, or PointsLimitExceeded past MAX_BALANCE."""
+        pending = (
+            select(func.coalesce(func.sum(redemptions.c.points), 0))
+            .where(redemptions.c.user_id == user_id, redemptions.c.status == RedemptionStatus.PENDING.value)
+            .scalar_subquery()
+        )
         result = await self.connection.execute(
             update(users)
-            .where(users.c.user_id == user_id)
+            .where(users.c.user_id == user_id, users.c.available + pending <= MAX_BALANCE - points)
             .values(available=users.c.available + points, updated_at=now)
             .returning(users.c.available)
         )
-        return result.scalar_one()
+        available = result.scalar_one_or_none()
+        if available is None:
+            raise PointsLimitExceeded(
+                f"the credit would take the balance past {MAX_BALANCE} points", provider="sandbox"
+            )
+        return available
 
     # Transactions
 
