@@ -106,6 +106,9 @@ def serve(host: str | None, port: int | None) -> None:
                 ),
                 latency=settings.sandbox_latency,
                 failure_rate=settings.sandbox_failure_rate,
+                faults=settings.sandbox_faults,
+                fault_seed=settings.sandbox_fault_seed,
+                fault_injection=settings.sandbox_fault_injection,
             )
         )
     except (ConfigurationError, ValueError) as exc:

@@ -129,6 +129,14 @@ class SandboxService:
     def clear_faults(self) -> None:
         self._admin("DELETE", "/v1/sandbox/faults")
 
+    def pending_faults(self) -> list[dict[str, Any]]:
+        """The scheduled faults not spent yet: [{"operation", "fault", "times", "seconds"}]."""
+
+        async def pending() -> list[dict[str, Any]]:
+            return self.app.state.faults.pending()
+
+        return self.run(pending())
+
     def stats(self) -> dict[str, Any]:
         """{"calls": {operation: n}, "redemptions": n, "redeem_transactions": n, "redemptions_by_key": {key: n}}."""
         return self._admin("GET", "/v1/sandbox/stats")

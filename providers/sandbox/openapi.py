@@ -17,7 +17,7 @@ from providers.rest import contract
 from providers.sandbox import service_admin as admin
 from providers.sandbox.config import OPERATIONS
 from providers.sandbox.service_api import DEFAULT_PAGE, MAX_POINTS, MAX_POSITION
-from providers.sandbox.service_faults import FAULT_KINDS, MAX_SECONDS, MAX_TIMES
+from providers.sandbox.service_faults import FAULT_HEADER, FAULT_KINDS, MAX_SECONDS, MAX_TIMES, NO_FAULT
 
 DOCUMENT_PATH = Path(__file__).with_name("openapi.json")
 REF = "#/components/schemas/{model}"
@@ -252,6 +252,25 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _fault_header() -> dict[str, Any]:
+    """X-Sandbox-Fault, honoured by every port route. A component, not a parameter of each operation: it is a
+    test's control, not part of the contract a client must speak (and a fuzzer must not choose faults)."""
+    kinds = "|".join((NO_FAULT, *FAULT_KINDS))
+    return {
+        "name": FAULT_HEADER,
+        "in": "header",
+        "required": False,
+        "description": (
+            "This request's fault, taken instead of any scheduled or start-time fault (`none`: answer normally). "
+            f"`<kind>[; seconds=<n>]`, seconds from 0 to {MAX_SECONDS:g} for latency, rate_limit_429 (Retry-After), "
+            "hang and hang_after_commit. Honoured by the port routes when fault injection is on "
+            "(GIFTGRAPH_SANDBOX_FAULT_INJECTION), ignored when it is off; a value it cannot read is a 400."
+        ),
+        "schema": {"type": "string", "pattern": f"^({kinds})( *; *seconds=[0-9]{{1,3}}(\\.[0-9]{{1,6}})?)?$"},
+        "examples": {"reset": {"value": "reset"}, "hang": {"value": "hang; seconds=5"}},
+    }
+
+
 def _token_operation() -> dict[str, Any]:
     oauth_error = {
         "type": "object",
@@ -336,6 +355,16 @@ def build_document() -> dict[str, Any]:
         },
         "servers": [{"url": "http://127.0.0.1:9000"}],
         "security": [{"basicAuth": []}, {"oauth2": []}],
+        "tags": [
+            {
+                "name": "port",
+                "description": (
+                    f"The provider port. Each route honours the {FAULT_HEADER} request header "
+                    "(#/components/parameters/SandboxFault) when fault injection is on."
+                ),
+            },
+            {"name": "sandbox admin", "description": "Tests and demos: faults, grants, stock, effect counts"},
+        ],
         "paths": _paths(),
         "webhooks": _webhooks(),
         "components": {
@@ -346,6 +375,7 @@ def build_document() -> dict[str, Any]:
                     "flows": {"clientCredentials": {"tokenUrl": "/oauth/token", "scopes": {}}},
                 },
             },
+            "parameters": {"SandboxFault": _fault_header()},
             "schemas": schemas["$defs"],
         },
     }

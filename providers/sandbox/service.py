@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from providers.sandbox.service_auth import (
     TokenEndpoint,
     TokenStore,
 )
-from providers.sandbox.service_faults import FaultPlan, InjectedOperation
+from providers.sandbox.service_faults import FaultPlan, InjectedOperation, keep_transport
 from providers.sandbox.service_webhooks import SettlementRelay
 from providers.sandbox.webhook_sender import WebhookRetry, WebhookSender
 
@@ -61,8 +61,11 @@ class SandboxServiceConfig:
     webhook_retry: WebhookRetry = WebhookRetry()
     sandbox: SandboxConfig = SandboxConfig()  # starting balance, fulfilment delay, catalog
     latency: float = 0.0  # start-time faults: seconds added to every port call...
-    failure_rate: float = 0.0  # ...and the share of them answered 503
-    fault_seed: int | None = None
+    failure_rate: float = 0.0  # ...the share of them answered 503...
+    # ...and the share of each operation's calls (or "*": every operation's) that suffer each fault kind.
+    faults: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    fault_seed: int | None = None  # the random source of the shares above: a seed makes a run repeatable
+    fault_injection: bool = True  # off: no faults at all (none at start, none scheduled, X-Sandbox-Fault ignored)
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)  # token expiry
 
 
@@ -71,7 +74,13 @@ def create_sandbox_app(config: SandboxServiceConfig) -> Starlette:
     tokens = TokenStore(ttl_seconds=config.token_ttl_seconds, clock=config.clock)
     authenticator = Authenticator(config.credentials, tokens)
     limiter = CredentialRateLimiter(config.rate_limit)
-    faults = FaultPlan(latency=config.latency, failure_rate=config.failure_rate, seed=config.fault_seed)
+    faults = FaultPlan(
+        latency=config.latency,
+        failure_rate=config.failure_rate,
+        rates=config.faults,
+        seed=config.fault_seed,
+        enabled=config.fault_injection,
+    )
     openapi = OPENAPI_PATH.read_bytes() if OPENAPI_PATH.exists() else b"{}"
 
     @contextlib.asynccontextmanager
@@ -110,7 +119,7 @@ def create_sandbox_app(config: SandboxServiceConfig) -> Starlette:
         Route(TOKEN_PATH, TokenEndpoint(authenticator, limiter).token, methods=["POST"]),
         Route("/openapi.json", _serve(openapi), methods=["GET"]),
     ]
-    return Starlette(
+    return SandboxApp(
         routes=routes,
         middleware=[
             Middleware(RequestLogMiddleware),
@@ -119,6 +128,15 @@ def create_sandbox_app(config: SandboxServiceConfig) -> Starlette:
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
+
+
+class SandboxApp(Starlette):
+    """Starlette, keeping each request's connection at hand for the faults that close it without an answer."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            keep_transport(scope, send)  # here, before any middleware wraps `send`
+        await super().__call__(scope, receive, send)
 
 
 def _serve(document: bytes) -> Callable[[Request], Response]:
