@@ -127,7 +127,7 @@ class TokenVerifier:
             reason = next((text for kind, text in _REASONS if isinstance(exc, kind)), "The token is not valid.")
             raise InvalidToken(reason) from exc
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > MAX_SUBJECT_LENGTH:
             raise InvalidToken("The token has no valid subject.")
         return claims
 

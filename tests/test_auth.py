@@ -90,6 +90,7 @@ BAD_AUTHORIZATIONS: dict[str, Callable[[], str]] = {
     "missing exp": lambda: f"Bearer {signed({'sub': 'u1'})}",
     "missing sub": lambda: f"Bearer {signed({'exp': _now() + 3600})}",
     "empty sub": lambda: f"Bearer {signed({'sub': '', 'exp': _now() + 3600})}",
+    "blank sub": lambda: f"Bearer {signed({'sub': '   ', 'exp': _now() + 3600})}",
     "garbage": lambda: "Bearer this-is-not-a-jwt",
     "bearer without a token": lambda: "Bearer",
     "wrong scheme (Basic)": lambda: "Basic dXNlcjpwYXNzd29yZA==",
