@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ConfigurationError(RuntimeError):
@@ -64,7 +65,7 @@ class Settings(BaseSettings):
     # "tremendous" / "tango": giftgraph's own points ledger (in the gateway database) with that provider
     # fulfilling the orders (issue #4).
     provider: Literal["sandbox", "rest", "tremendous", "tango"] = "sandbox"
-    sandbox_starting_balance: int = Field(10_000, ge=0)
+    sandbox_starting_balance: int = Field(10_000, ge=0, le=2**31 - 1)  # GraphQL Int
     sandbox_fulfilment_delay: float = Field(2.0, ge=0)
     sandbox_latency: float = Field(0.0, ge=0)
     sandbox_failure_rate: float = Field(0.0, ge=0, le=1)
@@ -100,7 +101,7 @@ class Settings(BaseSettings):
 
     # The points ledger (provider=tremendous|tango): points come from the loyalty system's signed
     # `points.earned` webhooks (POST /webhooks/loyalty) and `giftgraph points grant`.
-    ledger_starting_balance: int = Field(0, ge=0)  # points a user seen for the first time gets (0: none)
+    ledger_starting_balance: int = Field(0, ge=0, le=2**31 - 1)  # points a user seen for the first time gets (0: none)
     loyalty_webhook_secrets: list[SecretStr] = []  # Standard Webhooks secrets of the loyalty system
     # Fernet keys (urlsafe base64 of 32 bytes) for gift cards at rest; the first encrypts, all decrypt
     # (rotation). Unset in development: generated once into data_dir/card-keys.json (0600).
@@ -111,8 +112,16 @@ class Settings(BaseSettings):
     tremendous_base_url: str = "https://testflight.tremendous.com/api/v2"
     tremendous_api_key: SecretStr | None = None
     tremendous_funding_source_id: str = "balance"
-    tremendous_webhook_secret: SecretStr | None = None  # the webhook's private key (HMAC-SHA256 of the body)
-    tremendous_rate_limit_per_second: float = Field(10.0, ge=0)
+    # The webhook's private keys (HMAC-SHA256 of the body), several while rotating; the singular setting is the
+    # older spelling of one more key.
+    tremendous_webhook_secrets: list[SecretStr] = []
+    tremendous_webhook_secret: SecretStr | None = None
+    # 90% of Tremendous' 10 requests/s: at exactly the limit, transit jitter bunches requests into 429s.
+    tremendous_rate_limit_per_second: float = Field(9.0, ge=0)
+    # The catalog's filters (GET /products?country=&currency=): ISO country codes (none: every country) and the
+    # currencies rewards are priced in, the first preferred when a product sells in several.
+    tremendous_countries: list[str] = []
+    tremendous_currencies: list[str] = ["USD"]
 
     # Tango Card RaaS v2: HTTP Basic (platform name and key) or OAuth2 client credentials.
     tango_base_url: str = "https://integration-api.tangocard.com/raas/v2"
@@ -122,10 +131,16 @@ class Settings(BaseSettings):
     tango_client_id: str | None = None
     tango_client_secret: SecretStr | None = None
     tango_token_url: str | None = None
+    # The token endpoint's `audience` (required with oauth2); the token is kept encrypted in the gateway database.
+    tango_oauth_audience: str | None = None
     tango_account_identifier: str | None = None
     tango_customer_identifier: str | None = None
-    tango_webhook_secret: SecretStr | None = None  # base64 shared secret (HMAC-SHA256)
-    tango_rate_limit_per_second: float = Field(1.0, ge=0)
+    # Base64 shared secrets (HMAC-SHA256), several while rotating; the singular setting is the older spelling.
+    tango_webhook_secrets: list[SecretStr] = []
+    tango_webhook_secret: SecretStr | None = None
+    tango_rate_limit_per_second: float = Field(0.9, ge=0)  # 90% of Tango's 1 request/s, for the same reason
+    # Tango asks for at most about two catalog fetches a day; an ItemAvailability webhook drops the cache sooner.
+    tango_catalog_ttl_seconds: float = Field(43_200.0, ge=0)
 
     # Redemptions whose outcome the provider left unknown stay PENDING; the reconciler settles them.
     reconcile_interval_seconds: float = Field(2.0, gt=0)
@@ -147,6 +162,11 @@ class Settings(BaseSettings):
     sandbox_rate_limit: str = "50/second"  # per credential, in the `limits` notation; 429 with Retry-After beyond
     sandbox_webhook_url: str | None = None  # e.g. http://127.0.0.1:8000/webhooks/sandbox
     sandbox_webhook_secret: SecretStr | None = None
+    # Start-time faults: {"<operation or *>": {"<fault kind>": share of its calls}}, drawn from a random source
+    # seeded with sandbox_fault_seed; off, the service injects no fault at all (X-Sandbox-Fault is ignored).
+    sandbox_faults: Annotated[dict[str, dict[str, float]], NoDecode] = Field(default_factory=dict)
+    sandbox_fault_seed: int | None = None
+    sandbox_fault_injection: bool = True
 
     # Face value -> points, per currency; redemption, pointCost and pointCostFor all use it.
     points_per_unit: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_POINTS_PER_UNIT))
@@ -228,6 +248,34 @@ class Settings(BaseSettings):
         if any(not origin or (origin != "*" and "://" not in origin) for origin in origins):
             raise ValueError("cors_origins must be origins like https://app.example.com (or *)")
         return origins
+
+    @field_validator("sandbox_faults", mode="before")
+    @classmethod
+    def _sandbox_faults(cls, value: object) -> object:
+        # Decoded here rather than by pydantic-settings: bad JSON is then a settings error naming the variable.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError("GIFTGRAPH_SANDBOX_FAULTS must be a JSON object") from None
+        if value == {}:
+            return value
+        from providers.sandbox.config import check_fault_rates  # only when set: it loads the sandbox package
+
+        try:
+            return check_fault_rates(value)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValueError(f"GIFTGRAPH_SANDBOX_FAULTS: {exc}") from None
+
+    @field_validator("tremendous_countries", "tremendous_currencies")
+    @classmethod
+    def _iso_codes(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # ISO 3166 alpha-2 countries, ISO 4217 currencies: a typo would silently empty the catalog.
+        length = 2 if info.field_name == "tremendous_countries" else 3
+        codes = [code.strip().upper() for code in value]
+        if any(len(code) != length or not code.isascii() or not code.isalpha() for code in codes):
+            raise ValueError(f"{info.field_name} must list {length}-letter ISO codes")
+        return codes
 
     @field_validator("points_per_unit")
     @classmethod

@@ -1,15 +1,34 @@
-"""Tango authentication: HTTP Basic, and OAuth2 tokens cached across calls (Tango issues one per ~20 h)."""
+"""Tango authentication: HTTP Basic, and OAuth2 tokens cached across calls and restarts (Tango issues one per ~20 h).
+
+Sharing the token between processes through the gateway database: tests/test_tango_token_store.py.
+"""
 
 from __future__ import annotations
 
 import base64
+import time
+from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 import providers.errors as perr
 from providers.tango import TangoClientCredentialsAuth, tango_auth
-from tests.fake_tango import CLIENT_SECRET, PLATFORM_KEY, make_tango, order_request, running_fake_tango, started
+from providers.tango.auth import REISSUE_INTERVAL
+from tests.fake_tango import (
+    ACCOUNT,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PLATFORM_KEY,
+    TOKEN_PATH,
+    make_tango,
+    order_request,
+    running_fake_tango,
+    started,
+)
+from tests.test_http_fakes import FakeClock
+from tests.test_tango_token_store import sqlite_store
 
 pytestmark = pytest.mark.anyio
 
@@ -33,16 +52,31 @@ async def test_one_oauth_token_serves_every_call_and_asks_for_tangos_scope() -> 
     assert CLIENT_SECRET not in str(token_request)  # sent by HTTP Basic, not in the form
 
 
-async def test_a_token_refused_as_too_frequent_surfaces_as_authentication_failed_and_is_not_retried() -> None:
+async def test_a_restart_on_the_same_database_reuses_the_stored_token_without_asking_tango(tmp_path: Path) -> None:
+    with running_fake_tango(rate_limit=None, auth_mode="oauth2") as tango:
+        for _ in range(2):  # a start, then a restart: a new process, a new engine, the same database file
+            async with (
+                sqlite_store(tmp_path / "giftgraph.db") as store,
+                started(make_tango(tango.url, auth_mode="oauth2", token_store=store)) as provider,
+            ):
+                await provider.funding_balance()
+                await provider.catalog()
+        assert len(tango.state.token_requests) == 1
+        assert len(tango.state.api_requests) == 4  # every call sent the one token, none was refused
+
+
+async def test_without_a_shared_store_a_second_process_is_refused_and_does_not_ask_again_for_a_minute() -> None:
     with running_fake_tango(rate_limit=None, auth_mode="oauth2") as tango:
         async with started(make_tango(tango.url, auth_mode="oauth2")) as first:
             await first.funding_balance()
-        # A second process (or a restart) inside Tango's window cannot get a token of its own.
+        # In process memory only, a second process inside Tango's window cannot get a token of its own.
         async with started(make_tango(tango.url, auth_mode="oauth2")) as second:
             with pytest.raises(perr.ProviderAuthenticationFailed) as caught:
                 await second.funding_balance()
+            with pytest.raises(perr.ProviderAuthenticationFailed) as again:
+                await second.catalog()  # within the cool-down: refused without asking Tango
         assert len(tango.state.token_requests) == 2
-    assert caught.value.status == 400
+    assert caught.value.status == again.value.status == 400
     assert caught.value.maybe_committed is False
 
 
@@ -83,19 +117,37 @@ def test_auth_objects_and_the_provider_hide_their_secrets() -> None:
 
 async def test_concurrent_first_calls_share_one_token_request() -> None:
     with running_fake_tango(rate_limit=None, auth_mode="oauth2") as tango:
-        async with started(make_tango(tango.url, auth_mode="oauth2")) as provider:
-            async with anyio.create_task_group() as group:
-                for _ in range(8):
-                    group.start_soon(provider.funding_balance)
+        async with started(make_tango(tango.url, auth_mode="oauth2")) as provider, anyio.create_task_group() as group:
+            for _ in range(8):
+                group.start_soon(provider.funding_balance)
         assert len(tango.state.token_requests) == 1
         assert len(tango.state.api_requests) == 8
 
 
-async def test_a_revoked_token_is_replaced_once_and_tangos_refusal_surfaces_as_authentication_failed() -> None:
+async def test_a_401_inside_tangos_20_hours_keeps_the_token_and_no_call_asks_for_another() -> None:
     with running_fake_tango(rate_limit=None, auth_mode="oauth2") as tango:
         async with started(make_tango(tango.url, auth_mode="oauth2")) as provider:
             await provider.funding_balance()
             tango.state.tokens.clear()  # revoked on Tango's side
-            with pytest.raises(perr.ProviderAuthenticationFailed):
-                await provider.funding_balance()
-        assert len(tango.state.token_requests) == 2  # one replacement attempt, never a loop
+            for _ in range(3):
+                with pytest.raises(perr.ProviderAuthenticationFailed) as caught:
+                    await provider.funding_balance()
+                assert caught.value.status == 401
+        assert len(tango.state.token_requests) == 1  # asking again would be refused: never one per call
+        assert len(tango.state.api_requests) == 4  # no retry either: it would send the same token
+
+
+async def test_a_401_after_tangos_20_hours_asks_for_one_new_token_and_retries_with_it() -> None:
+    clock = FakeClock(start=time.time())
+    with running_fake_tango(rate_limit=None, auth_mode="oauth2", token_window=0) as tango:
+        auth = TangoClientCredentialsAuth(
+            token_url=TOKEN_PATH, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, clock=clock
+        )
+        async with httpx.AsyncClient(base_url=tango.url, auth=auth) as client:
+            assert (await client.get(f"/accounts/{ACCOUNT}")).status_code == 200
+            tango.state.tokens.clear()
+            assert (await client.get(f"/accounts/{ACCOUNT}")).status_code == 401  # inside 20 h: kept
+            clock.now += REISSUE_INTERVAL
+            assert (await client.get(f"/accounts/{ACCOUNT}")).status_code == 200  # a new token, then the retry
+            assert (await client.get(f"/accounts/{ACCOUNT}")).status_code == 200
+        assert len(tango.state.token_requests) == 2

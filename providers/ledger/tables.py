@@ -73,3 +73,16 @@ grant_events = Table(
     Column("transaction_id", String(64), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
 )
+
+provider_tokens = Table(
+    "ledger_provider_tokens",
+    metadata,
+    # One row per seller client (e.g. "tango:<digest of token URL, client id, audience>"), shared by every process.
+    Column("name", String(255), primary_key=True),
+    Column("token_ciphertext", Text, nullable=True),  # Fernet token: never the bearer token in clear
+    Column("issued_at", UtcDateTime, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),
+    # The refresh lease: the one process asking the token endpoint until lease_until; the others wait.
+    Column("lease_holder", String(64), nullable=True),
+    Column("lease_until", UtcDateTime, nullable=True),
+)

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,8 +21,17 @@ import httpx
 
 from providers.base import Denomination, DenominationKind, GiftCard, Reward, RewardAvailability
 from providers.errors import IdempotencyConflict, ProviderMalformedResponse, ProviderPermanentFailure
-from providers.fulfilment import FulfilmentEvent, FundingBalance, Order, OrderEvent, OrderRequest, OrderStatus
+from providers.fulfilment import (
+    CatalogEvent,
+    FulfilmentEvent,
+    FundingBalance,
+    Order,
+    OrderEvent,
+    OrderRequest,
+    OrderStatus,
+)
 from providers.http import HttpPolicy, ProviderHttpClient, parse_model
+from providers.http.auth import TokenStore
 from providers.tango import wire
 from providers.tango.auth import AuthMode, tango_auth
 from providers.tango.errors import TANGO_ERRORS
@@ -32,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 NAME = "tango"
 REFERENCE = re.compile(r"[A-Za-z0-9]{1,100}")  # Tango's externalRefID: at most 100 alphanumerics
-CATALOG_TTL = 300.0  # the gateway caches the catalog too; Tango asks for at most ~2 refreshes a day
+# Tango asks for at most about two catalog fetches a day; an ItemAvailability webhook drops the cache sooner.
+CATALOG_TTL = 12 * 3600.0
 _IMAGE_SIZES = ("300w-326ppi", "200w-326ppi", "278w-326ppi", "130w-326ppi", "80w-326ppi")
 
 _ORDER_STATUS = {
@@ -61,6 +71,7 @@ class TangoProvider:
         verifier: TangoWebhookVerifier,
         catalog_ttl: float = CATALOG_TTL,
         clock: Callable[[], float] = time.monotonic,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.http = http
         self._account = account_identifier
@@ -70,6 +81,7 @@ class TangoProvider:
         self._clock = clock
         self._catalog: tuple[float, list[Reward]] | None = None
         self._catalog_lock = asyncio.Lock()
+        self._on_close = on_close  # e.g. dispose the token store's engine, which the factory made
 
     def __repr__(self) -> str:
         return f"TangoProvider(account={self._account!r})"
@@ -78,7 +90,11 @@ class TangoProvider:
         await self.http.start()
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        try:
+            await self.http.aclose()
+        finally:
+            if self._on_close is not None:
+                await self._on_close()
 
     # Catalog
 
@@ -161,7 +177,10 @@ class TangoProvider:
     # Webhooks
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> list[FulfilmentEvent]:
-        return self._verifier.verify(headers, body)
+        events = self._verifier.verify(headers, body)
+        if any(isinstance(event, CatalogEvent) for event in events):
+            self._catalog = None  # the catalog changed: the next read asks Tango, however long the TTL
+        return events
 
     # Helpers
 
@@ -207,6 +226,7 @@ def _reward(brand: wire.BrandWire, item: wire.ItemWire) -> Reward | None:
         availability=_availability(brand.status, item.status),
         terms=brand.terms,
         redemption_instructions=item.redemptionInstructions,
+        whole_amounts_only=item.whole_amounts_only,
     )
 
 
@@ -282,10 +302,10 @@ def gift_card(credentials: list[wire.CredentialWire]) -> GiftCard | None:
 
 def _date(value: str) -> datetime | None:
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)  # a trailing "Z" included (Python 3.11)
     except ValueError:
         return None  # an expiry we cannot read is left out, never a reason to lose the card
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def to_order(order: wire.OrderWire, reference: str) -> Order:
@@ -322,10 +342,16 @@ def build_tango(
     policy: HttpPolicy,
     transport: httpx.AsyncBaseTransport | None = None,
     oauth_audience: str | None = None,
+    token_store: TokenStore | None = None,
     webhook_tolerance: float = DEFAULT_TOLERANCE,
     catalog_ttl: float = CATALOG_TTL,
+    on_close: Callable[[], Awaitable[None]] | None = None,
 ) -> TangoProvider:
-    """A TangoProvider from plain values (the composition root reads them from settings)."""
+    """A TangoProvider from plain values (the composition root reads them from settings).
+
+    `token_store`: where the OAuth2 token is kept (shared by every process: the gateway database); none: in
+    this process only. `on_close`: awaited when the provider closes (e.g. the store's engine's dispose).
+    """
     if not account_identifier or not customer_identifier:
         raise ValueError("Tango needs an account identifier and a customer identifier")
     auth = tango_auth(
@@ -336,6 +362,7 @@ def build_tango(
         client_secret=client_secret,
         token_url=token_url,
         audience=oauth_audience,
+        token_store=token_store,
     )
     http = ProviderHttpClient(
         provider=NAME, base_url=base_url, auth=auth, policy=policy, transport=transport, error_table=TANGO_ERRORS
@@ -346,4 +373,5 @@ def build_tango(
         customer_identifier=customer_identifier,
         verifier=TangoWebhookVerifier(webhook_secrets, tolerance=webhook_tolerance),
         catalog_ttl=catalog_ttl,
+        on_close=on_close,
     )
