@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs
@@ -321,3 +322,53 @@ def test_client_credentials_refuse_a_sync_client() -> None:
     with httpx.Client(auth=auth, transport=httpx.MockTransport(lambda request: httpx.Response(200))) as client:
         with pytest.raises(RuntimeError, match="AsyncClient"):
             client.get("http://provider.test/v1/health")
+
+
+async def test_given_the_token_endpoint_failing_while_the_token_is_still_valid_then_calls_keep_using_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    server = TokenServer(clock, ttl=600)
+    auth = _oauth(clock, refresh_margin=30)
+    async with started(make_client(server.transport, auth=auth, policy=replace(FAST, retry_attempts=1))) as client:
+        assert (await client.get("/v1/health", operation="check"))["token"] == "token-1"
+        clock.now += 575  # inside the refresh margin; the token is good for 25 s more
+        server.token_answer = httpx.Response(503, json={"error": "down"})
+        during_outage = [(await client.get("/v1/health", operation="check"))["token"] for _ in range(3)]
+        failed_refreshes = len(server.token_requests) - 1
+        server.token_answer = None
+        clock.now += 30  # now expired: a call must get a new token, and the endpoint is back
+        after_expiry = (await client.get("/v1/health", operation="check"))["token"]
+
+    assert during_outage == ["token-1"] * 3
+    assert failed_refreshes == 1  # one failed refresh, then a pause rather than one per call
+    assert after_expiry == "token-2"
+    assert "refresh failed" in caplog.text and "token-1" not in caplog.text
+
+
+async def test_given_an_expired_token_and_the_token_endpoint_failing_then_the_call_fails_as_unavailable() -> None:
+    clock = FakeClock()
+    server = TokenServer(clock, ttl=600)
+    auth = _oauth(clock, refresh_margin=30)
+    async with started(make_client(server.transport, auth=auth, policy=replace(FAST, retry_attempts=1))) as client:
+        await client.get("/v1/health", operation="check")
+        clock.now += 601
+        server.token_answer = httpx.Response(503, json={"error": "down"})
+        with pytest.raises(perr.ProviderUnavailable):
+            await client.get("/v1/health", operation="check")
+
+    assert [r.url.path for r in server.api_requests] == ["/v1/health"]  # the expired token was never sent
+
+
+@pytest.mark.parametrize(
+    "expires_in", [10**400, 2**31, 0, -5, True, "3600"], ids=["huge", "past-int32", "zero", "negative", "bool", "string"]
+)
+async def test_given_a_token_lifetime_no_token_has_then_a_malformed_answer(expires_in: object) -> None:
+    clock = FakeClock()
+    server = TokenServer(clock)
+    body = f'{{"access_token": "t", "token_type": "Bearer", "expires_in": {json.dumps(expires_in)}}}'
+    server.token_answer = httpx.Response(200, headers={"Content-Type": "application/json"}, content=body.encode())
+    async with started(make_client(server.transport, auth=_oauth(clock), policy=replace(FAST, retry_attempts=1))) as c:
+        with pytest.raises(perr.ProviderMalformedResponse):
+            await c.get("/v1/health", operation="check")
+    assert server.api_requests == []

@@ -32,6 +32,10 @@ from providers.http.errors import error_code_of
 from providers.http.response import parse_retry_after, request_id_of
 
 logger = logging.getLogger(__name__)
+# After a failed refresh, a still-valid token is used this long before the token endpoint is asked again.
+REFRESH_RETRY_SECONDS = 5.0
+# An `expires_in` beyond this (about 68 years) is not a real lifetime: the answer is malformed.
+MAX_TOKEN_LIFETIME = 2**31 - 1
 
 
 def _basic(user: str, password: str) -> str:
@@ -208,8 +212,19 @@ class ClientCredentialsAuth(httpx.Auth):
                             await self._release_lease()
                     self._token = outcome = token
                 except ProviderError as exc:
-                    outcome = exc
-                    raise
+                    fallback = self._token
+                    if fallback is None or fallback.value == rejected or self._clock() >= fallback.expires_at:
+                        outcome = exc
+                        raise
+                    # The refresh failed but the token in hand is good until it expires: keep sending it (and
+                    # let this request's waiters send it too) rather than fail calls a margin early; ask again
+                    # after a pause, not on every call.
+                    logger.warning(
+                        "OAuth token refresh failed; the current token is still valid and used meanwhile",
+                        extra={"error": type(exc).__name__},
+                    )
+                    self._quiet_until = time.monotonic() + REFRESH_RETRY_SECONDS
+                    token = outcome = fallback
                 finally:  # whatever happened, the waiters learn it (a GeneratorExit included)
                     if self._inflight is inflight:
                         self._inflight = None
@@ -386,7 +401,7 @@ class ClientCredentialsAuth(httpx.Auth):
                 and token_type.lower() == "bearer"
                 and isinstance(expires_in, int | float)
                 and not isinstance(expires_in, bool)
-                and expires_in > 0
+                and 0 < expires_in <= MAX_TOKEN_LIFETIME
             ):
                 # Counted from when we asked, not when we heard: the token may be older than it looks.
                 return self._token_of(value, issued_at=started, expires_at=started + expires_in)
