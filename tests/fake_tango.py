@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -417,3 +419,17 @@ def order_request(reference: str = "ref0001", reward_id: str = "U000001", face_v
         currency_code="USD" if reward_id in ("U000001", "U000003", "U000005") else "EUR",
         recipient_name="user-1",
     )
+
+
+def delivery_event(reference: str, order_id: str) -> bytes:
+    """The body of Tango's LineItemDeliveryStatus webhook: the order under `reference` was delivered."""
+    return json.dumps(
+        {
+            "eventId": str(uuid.uuid4()),
+            "revision": 2,
+            "category": "ORDER",
+            "eventType": "LineItemDeliveryStatus",
+            "eventOccurredAt": datetime.now(UTC).isoformat(),
+            "eventData": {"externalRefID": reference, "referenceOrderID": order_id, "status": "COMPLETED"},
+        }
+    ).encode()

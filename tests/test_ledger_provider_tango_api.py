@@ -26,6 +26,7 @@ from tests.fake_tango import (
     PLATFORM_KEY,
     PLATFORM_NAME,
     RunningFakeTango,
+    delivery_event,
     running_fake_tango,
 )
 from tests.support import (
@@ -204,23 +205,7 @@ def test_given_a_pending_order_when_tango_signs_its_delivery_then_the_webhook_se
         order["reward"]["credentialList"] = [
             {"label": "Card Number", "value": CARD_CODE, "type": "text", "credentialType": "cardNumber"}
         ]
-        import json
-        from datetime import UTC, datetime
-
-        raw = json.dumps(
-            {
-                "eventId": str(uuid.uuid4()),
-                "revision": 2,
-                "category": "ORDER",
-                "eventType": "LineItemDeliveryStatus",
-                "eventOccurredAt": datetime.now(UTC).isoformat(),
-                "eventData": {
-                    "externalRefID": reference,
-                    "referenceOrderID": order["referenceOrderID"],
-                    "status": "COMPLETED",
-                },
-            }
-        ).encode()
+        raw = delivery_event(reference, order["referenceOrderID"])
         url = f"{gateway.base_url}/webhooks/tango"
 
         forged = httpx.post(url, content=raw, headers={SIGNATURE_HEADER: sign(WEBHOOK_SECRET, raw + b" ")}, timeout=10)

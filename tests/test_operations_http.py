@@ -16,7 +16,6 @@ import jwt
 import pytest
 import websockets
 
-from giftgraph.logs import log_handler
 from giftgraph.settings import Settings
 from providers import EventHub
 from providers.base import Balance
@@ -349,22 +348,6 @@ def test_given_balance_lookups_failing_when_the_viewer_balance_is_queried_then_p
 SECRET_LAST_SUBSCRIPTION = """
 subscription { redemptionUpdated { id status giftCard { expiresAt claimUrl pin code } } }
 """
-
-
-@pytest.fixture
-def debug_log() -> Iterator[io.StringIO]:
-    """Everything logged, at DEBUG, through giftgraph's own handler (as `giftgraph serve` logs)."""
-    stream = io.StringIO()
-    handler = log_handler(stream)
-    root = logging.getLogger()
-    previous_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous_level)
 
 
 async def _redeem_and_watch_fulfilment(server: LiveServer, user_id: str, token: str) -> dict[str, Any]:

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from providers import EventHub, ProviderEvent, Redemption, RedemptionStatus, RedemptionUpdated, RewardAvailability
-from providers.sandbox import SandboxConfig, failing_reward_ids
-from resolvers.ids import encode_global_id
+from providers import EventHub, ProviderEvent, Redemption, RedemptionStatus, RedemptionUpdated
+from providers.sandbox import SandboxConfig
 from tests.sandbox_service import SandboxService, running_sandbox_service
 from tests.support import LiveServer, WsClient, gql, live_server, make_settings, operation, ws_connect
+from tests.test_webhooks_api import redeem_variables
 
 pytestmark = pytest.mark.anyio
 
@@ -143,24 +143,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SandboxSer
             assert sandbox.webhooks is not None
             sandbox.webhooks.url = f"{gateway.base_url}/webhooks/sandbox"
             yield sandbox, gateway
-
-
-def redeem_variables(sandbox: SandboxService, gateway: LiveServer, *, failing: bool) -> dict[str, Any]:
-    failing_ids = failing_reward_ids(sandbox.provider.catalog)
-    reward = next(
-        r
-        for r in sandbox.provider.catalog
-        if r.availability is RewardAvailability.AVAILABLE
-        and (r.id in failing_ids) == failing
-        and gateway.services.pricing.point_cost(r)
-    )
-    return {
-        "input": {
-            "clientMutationId": uuid.uuid4().hex,
-            "rewardId": encode_global_id("Reward", reward.id),
-            "faceValue": str(reward.denomination.min_value),
-        }
-    }
 
 
 async def redemption_updates(server: LiveServer, ws: WsClient, user_id: str, subscribers: int) -> str:

@@ -7,11 +7,7 @@ temporary error that never reaches the logs.
 from __future__ import annotations
 
 import io
-import json
-import logging
-import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,6 @@ import httpx
 import pytest
 import sqlalchemy
 
-from giftgraph.logs import log_handler
 from providers.composite import order_reference
 from providers.ledger import CardCipher
 from providers.tango import SIGNATURE_HEADER, sign
@@ -32,10 +27,12 @@ from tests.fake_tango import (
     CARD_URL,
     WEBHOOK_SECRET,
     RunningFakeTango,
+    delivery_event,
     running_fake_tango,
 )
 from tests.support import LiveServer, codes, gql, live_server, operation, run_on_server_loop
 from tests.test_ledger_provider_tango_api import START, gateway_settings, orders_for, redeem, user
+from tests.test_saga_edges import history, points
 
 HISTORY = operation("History")
 REDEMPTION = operation("Redemption")
@@ -54,33 +51,6 @@ def fake() -> Iterator[RunningFakeTango]:
 def gateway(tmp_path: Path, fake: RunningFakeTango) -> Iterator[LiveServer]:
     with live_server(gateway_settings(tmp_path, fake, funding_balance_ttl_seconds=60)) as running:
         yield running
-
-
-@pytest.fixture
-def debug_log() -> Iterator[io.StringIO]:
-    """Everything logged, at DEBUG, through giftgraph's own handler (as `giftgraph serve` logs)."""
-    stream = io.StringIO()
-    handler = log_handler(stream)
-    root = logging.getLogger()
-    previous_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous_level)
-
-
-def points(gateway: LiveServer, user_id: str) -> tuple[int, int]:
-    """(available, pending) as the user sees them."""
-    shown = gql(gateway, VIEWER_BALANCE, token=gateway.token(user_id))["data"]["viewer"]["balance"]
-    return shown["available"], shown["pending"]
-
-
-def history(gateway: LiveServer, user_id: str) -> list[str]:
-    body = gql(gateway, HISTORY, {"first": 10}, token=gateway.token(user_id))
-    return [edge["node"]["kind"] for edge in body["data"]["viewer"]["history"]["edges"]]
 
 
 def posted_orders(fake: RunningFakeTango) -> int:
@@ -194,20 +164,7 @@ def expire_idempotency_key(gateway: LiveServer, user_id: str, client_mutation_id
 
 def deliver(gateway: LiveServer, fake: RunningFakeTango, reference: str) -> httpx.Response:
     """A signed Tango delivery event for the order under `reference`."""
-    raw = json.dumps(
-        {
-            "eventId": str(uuid.uuid4()),
-            "revision": 2,
-            "category": "ORDER",
-            "eventType": "LineItemDeliveryStatus",
-            "eventOccurredAt": datetime.now(UTC).isoformat(),
-            "eventData": {
-                "externalRefID": reference,
-                "referenceOrderID": fake.state.by_ref[reference],
-                "status": "COMPLETED",
-            },
-        }
-    ).encode()
+    raw = delivery_event(reference, fake.state.by_ref[reference])
     return httpx.post(
         f"{gateway.base_url}/webhooks/tango",
         content=raw,
