@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_answering(
+    url: str, process: subprocess.Popen[Any], *, timeout: float = 30, output: Callable[[], str] | None = None
+) -> None:
+    """Poll `url` until it answers 200; fail at once if `process` exits, quoting `output()` when given."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            printed = f":\n{output()}" if output else ""
+            raise AssertionError(f"{url}: the process exited early (code {process.returncode}){printed}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer 200 within {timeout:g} s")
+
+
+def stop_process(process: subprocess.Popen[Any], *, timeout: float = 15) -> None:
+    """SIGTERM, so the process shuts down cleanly; SIGKILL if it is still running after `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 class GatewayProcess:
@@ -45,16 +75,8 @@ class GatewayProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "the gateway exited early"
-            try:
-                if httpx.get(self._ready, timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("the gateway did not become ready")
+        wait_until_answering(self._ready, self.process, timeout=timeout)
+        return self
 
     def kill(self) -> None:
         assert self.process is not None
@@ -62,13 +84,8 @@ class GatewayProcess:
         self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
 
     def query(self, sql: str, *args: Any) -> Any:
         """The first column of the first row, read from the gateway's database file."""

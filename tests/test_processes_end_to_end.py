@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
@@ -22,26 +21,12 @@ import pytest
 
 from giftgraph.auth import issue_token
 from giftgraph.settings import Settings
-from tests.processes import free_port
+from tests.processes import free_port, stop_process, wait_until_answering
 from tests.support import TEST_SECRET, operation, ws_connect
 
 pytestmark = pytest.mark.slow
 
 STARTING_BALANCE = 10_000
-
-
-def _wait_ready(url: str, process: subprocess.Popen[str], log: Path, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{url}: the process exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not become ready")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
                     text=True,
                 )
             processes.append(process)
-            _wait_ready(ready, process, log)
+            wait_until_answering(ready, process, timeout=40, output=log.read_text)
         yield SimpleNamespace(
             env=env,
             sandbox_url=sandbox_url,
@@ -86,13 +71,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]
         )
     finally:
         for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            stop_process(process)
 
 
 def bearer(user: str) -> dict[str, str]:

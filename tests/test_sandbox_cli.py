@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from giftgraph.sandbox_cli import CREDENTIALS_FILE, service_credentials
 from giftgraph.settings import ConfigurationError, Settings
 from providers.sandbox.credentials import SandboxCredentials, new_webhook_secret
 from providers.sandbox.openapi import DOCUMENT_PATH
-from tests.processes import free_port
+from tests.processes import free_port, stop_process, wait_until_answering
 
 PRODUCTION_JWT_SECRET = "production-secret-0123456789abcdef-0123456789"
 
@@ -44,13 +42,7 @@ class Served:
 
     def output(self) -> str:
         """Stop the service and return everything it printed (stdout and logs)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         assert self.process.stdout is not None
         return self.process.stdout.read()
 
@@ -69,15 +61,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     )
     served = Served(url=url, env=env, data_dir=data_dir, process=process)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"sandbox serve exited early:\n{served.output()}"
-            assert time.monotonic() < deadline, "sandbox serve did not start"
-            try:
-                if httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_answering(f"{url}/openapi.json", process, output=served.output)
         yield served
     finally:
         served.output()

@@ -10,12 +10,10 @@ import base64
 import json
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -34,7 +32,7 @@ from providers.sandbox.credentials import SandboxCredentials
 from providers.sandbox.service_faults import FAULT_HEADER, FaultPlan
 from resolvers.ids import encode_global_id
 from resolvers.redeem import provider_idempotency_key
-from tests.processes import free_port
+from tests.processes import free_port, stop_process, wait_until_answering
 from tests.sandbox_service import SandboxService, running_sandbox_service
 from tests.support import live_server, make_settings, operation, post
 
@@ -364,26 +362,13 @@ def test_given_faults_in_the_environment_when_serving_then_the_service_starts_wi
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, "sandbox serve exited early"
-            assert time.monotonic() < deadline, "sandbox serve did not start"
-            try:
-                if httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_until_answering(f"{url}/openapi.json", process)
         credentials = SandboxCredentials.from_json((tmp_path / "sandbox-credentials.json").read_text())
         auth = (credentials.api_key, credentials.api_secret)
         listed = httpx.get(f"{url}/v1/rewards", auth=auth, timeout=10)
         balances = httpx.get(f"{url}/v1/balances", params={"user_id": "cli"}, auth=auth, timeout=10)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     assert listed.status_code == 429 and listed.json()["error"]["code"] == "rate_limited"
     assert balances.status_code == 200
