@@ -57,7 +57,7 @@ redemption_states = Table(
     metadata,
     Column("redemption_id", String(255), primary_key=True),
     Column("status", String(16), nullable=False),
-    Column("updated_at", Float, nullable=False),  # the provider's updated_at, in Unix seconds
+    Column("updated_at", Float, nullable=False, index=True),  # the provider's updated_at, in Unix seconds
 )
 
 # Senders retry for hours, not weeks: ids older than this cannot come back as duplicates.
@@ -153,8 +153,11 @@ class WebhookService:
         return WebhookOutcome.PROCESSED if event.data is not None else WebhookOutcome.IGNORED
 
     async def _prune(self, conn: AsyncConnection, now: float) -> None:
-        """Forget the event ids past retention: a long-running process must not keep every id for good."""
-        await conn.execute(delete(webhook_events).where(webhook_events.c.processed_at < now - EVENT_RETENTION_SECONDS))
+        """Forget event ids and redemption states past retention: a long-running gateway must not keep them for
+        good. A delivery older than that is not retried any more, so neither can come back to be compared."""
+        horizon = now - EVENT_RETENTION_SECONDS
+        await conn.execute(delete(webhook_events).where(webhook_events.c.processed_at < horizon))
+        await conn.execute(delete(redemption_states).where(redemption_states.c.updated_at < horizon))
         self._prune_at = now + PRUNE_INTERVAL_SECONDS
 
     async def _seen(self, source: str, event_id: str) -> bool:

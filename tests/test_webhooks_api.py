@@ -53,6 +53,7 @@ from resolvers.webhooks import (
     PRUNE_INTERVAL_SECONDS,
     WebhookOutcome,
     WebhookService,
+    redemption_states,
     webhook_events,
 )
 from tests.support import (
@@ -269,7 +270,7 @@ async def test_given_a_fulfilled_webhook_without_a_card_when_it_arrives_then_sub
         op = await subscribed(server, ws, user, "RedemptionUpdated")
         redemption, balance = settled_at_provider(server, redeem_at_provider(server, user).id)
         body = settled_event(redemption, balance)
-        assert b"gift_card\": null" in body
+        assert b'gift_card": null' in body
 
         response = await adeliver(client, server, body, signed(body))
         seen = await next_data(ws, op, "redemptionUpdated")
@@ -388,7 +389,7 @@ async def test_given_concurrent_deliveries_of_one_event_when_they_race_then_exac
 
 
 @pytest.mark.anyio
-async def test_given_a_gateway_that_keeps_running_when_event_ids_pass_retention_then_they_are_dropped(
+async def test_given_a_gateway_that_keeps_running_when_event_ids_and_states_pass_retention_then_they_are_dropped(
     tmp_path: Path,
 ) -> None:
     now = [1_700_000_000.0]  # the service's clock, moved by hand
@@ -405,21 +406,42 @@ async def test_given_a_gateway_that_keeps_running_when_event_ids_pass_retention_
         async with engine.connect() as conn:
             return set((await conn.execute(sqlalchemy.select(webhook_events.c.event_id))).scalars())
 
+    async def states() -> set[str]:
+        async with engine.connect() as conn:
+            return set((await conn.execute(sqlalchemy.select(redemption_states.c.redemption_id))).scalars())
+
     try:
         await service.start()
+        # Redemption states as webhooks leave them, keyed by the provider's updated_at.
+        async with engine.begin() as conn:
+            await conn.execute(
+                sqlalchemy.insert(redemption_states),
+                [
+                    {"redemption_id": "rd_old", "status": "FULFILLED", "updated_at": now[0] + 10},
+                    {
+                        "redemption_id": "rd_recent",
+                        "status": "FAILED",
+                        "updated_at": now[0] + 2 * PRUNE_INTERVAL_SECONDS,
+                    },
+                ],
+            )
         await service.handle("sandbox", changed("msg_old"))
         now[0] += EVENT_RETENTION_SECONDS - 1
         await service.handle("sandbox", changed("msg_recent"))
         kept_within_retention = await stored()
+        states_within_retention = await states()
         now[0] += PRUNE_INTERVAL_SECONDS
         outcome = await service.handle("sandbox", changed("msg_new"))
         kept = await stored()
+        states_kept = await states()
     finally:
         await engine.dispose()
 
     assert kept_within_retention == {"msg_old", "msg_recent"}
+    assert states_within_retention == {"rd_old", "rd_recent"}
     assert outcome is WebhookOutcome.PROCESSED
     assert kept == {"msg_recent", "msg_new"}  # no restart needed
+    assert states_kept == {"rd_recent"}
 
 
 # Order

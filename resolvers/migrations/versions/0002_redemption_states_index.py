@@ -1,0 +1,23 @@
+"""Index redemption_states by updated_at, so states past the webhook retention can be pruned.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-26
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_redemption_states_updated_at", "redemption_states", ["updated_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_redemption_states_updated_at", table_name="redemption_states")
