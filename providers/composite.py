@@ -11,6 +11,7 @@ its reference, placing it when the provider has none, until it settles.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -78,6 +79,7 @@ class SagaTiming:
     first_check: float = 30.0  # a new PENDING redemption is left to its own saga this long
     claim_lease: float = 45.0  # a reconciler's hold on one redemption: a look-up and an order call, with room
     funding_recheck: float = 1.0  # a cached shortfall younger than this is trusted without asking again
+    funding_failure_ttl: float = 5.0  # a failed read of the balance is answered from memory this long
     reconcile_interval: float = 2.0
     max_backoff: float = 300.0
 
@@ -109,6 +111,7 @@ class LedgerProvider:
         self._catalog_refresh: asyncio.Lock = asyncio.Lock()
         self._funding: FundingBalance | None = None
         self._funding_at = float("-inf")
+        self._funding_failure: tuple[float, ProviderError] | None = None  # (when, what) of the last failed read
         self._reconciler: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._on_close = on_close  # e.g. dispose the ledger's engine, which the factory made
@@ -142,9 +145,18 @@ class LedgerProvider:
 
     async def funding_balance(self, *, fresh: bool = False) -> FundingBalance:
         """The company account at the seller (operators see it in /readyz); cached for funding_ttl."""
-        if fresh or self._funding is None or self._clock() - self._funding_at > self._timing.funding_ttl:
-            self._funding = await self.fulfilment.funding_balance()
-            self._funding_at = self._clock()
+        now = self._clock()
+        if fresh or self._funding is None or now - self._funding_at > self._timing.funding_ttl:
+            failed = self._funding_failure
+            if not fresh and failed is not None and now - failed[0] <= self._timing.funding_failure_ttl:
+                # Probes and scrapes while the seller fails: one call per funding_failure_ttl, not one each.
+                raise copy.copy(failed[1])
+            try:
+                self._funding = await self.fulfilment.funding_balance()
+            except ProviderError as exc:
+                self._funding_failure = (self._clock(), exc)
+                raise
+            self._funding_at, self._funding_failure = self._clock(), None
         return self._funding
 
     # Catalog: the seller's

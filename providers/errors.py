@@ -121,10 +121,24 @@ class ProviderCircuitOpen(ProviderUnavailable):
     """The circuit breaker is open after repeated failures: the call failed fast, nothing was sent."""
 
 
+
+
+class FundingInsufficient(ProviderUnavailable):
+    """The seller refused the order because the company account cannot pay for it (HTTP 402).
+
+    To the user it is the provider being unavailable; to the saga it is a definite refusal: nothing was
+    ordered, so the points go back (unless an earlier attempt of the same call may have been committed).
+    """
+
+    retryable = False
+
+
 __all__ = [
+    "FundingInsufficient",
     "IdempotencyConflict",
     "InsufficientPoints",
     "InvalidFaceValue",
+    "PointsLimitExceeded",
     "ProviderAuthenticationFailed",
     "ProviderCircuitOpen",
     "ProviderConnectionError",
@@ -138,13 +152,3 @@ __all__ = [
     "RewardNotFound",
     "RewardUnavailable",
 ]
-
-
-class FundingInsufficient(ProviderUnavailable):
-    """The seller refused the order because the company account cannot pay for it (HTTP 402).
-
-    To the user it is the provider being unavailable; to the saga it is a definite refusal: nothing was
-    ordered, so the points go back (unless an earlier attempt of the same call may have been committed).
-    """
-
-    retryable = False

@@ -199,3 +199,22 @@ def test_given_readyz_and_metrics_scraped_often_then_tremendous_is_asked_for_the
     assert {answer.json()["checks"]["funding"]["available"] for answer in ready} == {"1000"}
     assert all('giftgraph_provider_funding_balance{provider="tremendous",currency="USD"} 1000' in s for s in scraped)
     assert requests_to(fake, "GET", FUNDING_SOURCES) - before <= 1  # funding_balance_ttl_seconds is 60 here
+
+
+def test_given_the_seller_failing_then_probes_ask_it_once_per_failure_window_not_once_each(
+    tmp_path: Path, fake: FakeTremendous
+) -> None:
+    unauthorized = {"errors": {"message": "Unauthorized", "payload": {}}}
+    with live_server(gateway_settings(tmp_path, fake, funding_balance_ttl_seconds=0)) as gateway:
+        fake.state.inject(401, unauthorized, times=100)  # a revoked key: every call refused, none retried
+        before = requests_to(fake, "GET", FUNDING_SOURCES)
+
+        ready = [httpx.get(f"{gateway.base_url}/readyz", timeout=10) for _ in range(5)]
+        scraped = [httpx.get(f"{gateway.base_url}/metrics", timeout=10).text for _ in range(5)]
+        asked = requests_to(fake, "GET", FUNDING_SOURCES) - before
+
+    assert {answer.status_code for answer in ready} == {503}
+    assert {answer.json()["checks"]["funding"]["status"] for answer in ready} == {"unavailable"}
+    assert all('giftgraph_provider_up{provider="tremendous"} 0' in text for text in scraped)
+    # One failed read answers the others for 5 s; a slow machine may straddle one window.
+    assert 1 <= asked <= 2
