@@ -108,6 +108,7 @@ class LedgerProvider:
         self._catalog_by_id: dict[str, Reward] = {}
         self._positions: dict[str, int] = {}  # the catalog walk's cursors: a reward id -> its index
         self._catalog_at = float("-inf")
+        self._catalog_generation = 0  # bumped by invalidate_catalog: a read begun before then is not trusted
         self._catalog_refresh: asyncio.Lock = asyncio.Lock()
         self._funding: FundingBalance | None = None
         self._funding_at = float("-inf")
@@ -197,14 +198,19 @@ class LedgerProvider:
             return self._catalog
         async with self._catalog_refresh:  # concurrent misses share one read of the seller's catalog
             if self._clock() - self._catalog_at > self._timing.catalog_ttl:
+                generation = self._catalog_generation
                 catalog = tuple(await self.fulfilment.catalog())
                 self._catalog, self._catalog_by_id = catalog, {reward.id: reward for reward in catalog}
                 self._positions = {reward.id: index for index, reward in enumerate(catalog)}
-                self._catalog_at = self._clock()
+                # A change announced while the read was under way may not be in it: serve it, but read again
+                # next time rather than trust it for the whole TTL.
+                if generation == self._catalog_generation:
+                    self._catalog_at = self._clock()
         return self._catalog
 
     def invalidate_catalog(self) -> None:
         self._catalog_at = float("-inf")
+        self._catalog_generation += 1
 
     # Points: the ledger's
 
