@@ -2,7 +2,7 @@
 
 A call is: retry loop (tenacity) -> per attempt: rate limiter (not waited for while the circuit is open)
 -> circuit breaker -> the request (auth flow, transport) bounded by the call's remaining time
--> status/body -> port error or JSON.
+-> status/body -> port error or JSON -> the caller's `parse` step, if any -> the breaker told how it went.
 Nothing foreign leaves a call: every failure is a providers.errors.ProviderError.
 """
 
@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 from aiolimiter import AsyncLimiter
+from pydantic import ValidationError
 
 from providers.errors import (
     ProviderCircuitOpen,
     ProviderError,
+    ProviderMalformedResponse,
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
@@ -30,11 +32,14 @@ from providers.http.budget import RetryBudget
 from providers.http.errors import REST_ERRORS, ErrorTable
 from providers.http.exceptions import translate
 from providers.http.policy import HttpPolicy
-from providers.http.response import decode_json
+from providers.http.response import decode_json, request_id_of, shape_error
 from providers.http.retry import CallState, RetryRules
 from providers.http.transport import InFlight, TrackingTransport, track, transport_for, untrack
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# A call's own reading of a 2xx body (a wire model's validation, say): returns the value the call returns,
+# or raises ProviderMalformedResponse (or pydantic's ValidationError) when the body has the wrong shape.
+Parse = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -137,21 +142,36 @@ class ProviderHttpClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def get(self, path: str, *, params: Any = None, operation: str) -> Any:
-        """GET `path` (relative to the base URL) and return its JSON; retried on temporary failures."""
+    async def get(self, path: str, *, params: Any = None, operation: str, parse: Parse | None = None) -> Any:
+        """GET `path` (relative to the base URL) and return its JSON, or what `parse` makes of it; retried on
+        temporary failures. A body `parse` refuses counts against the breaker, as one that is not JSON does."""
         _, body = await self._call(
-            "GET", path, params=params, json=None, headers={}, operation=operation, repeatable=True
+            "GET", path, params=params, json=None, headers={}, operation=operation, repeatable=True, parse=parse
         )
         return body
 
     async def post(
-        self, path: str, *, json: Any, operation: str, idempotency_key: str | None = None
+        self,
+        path: str,
+        *,
+        json: Any,
+        operation: str,
+        idempotency_key: str | None = None,
+        parse: Parse | None = None,
     ) -> tuple[int, Any]:
-        """POST JSON and return (status, JSON). Retried only with an idempotency key, the same on every attempt."""
+        """POST JSON and return (status, JSON or what `parse` makes of it). Retried only with an idempotency
+        key, the same on every attempt."""
         headers = {} if idempotency_key is None else {IDEMPOTENCY_HEADER: idempotency_key}
         repeatable = idempotency_key is not None
         return await self._call(
-            "POST", path, params=None, json=json, headers=headers, operation=operation, repeatable=repeatable
+            "POST",
+            path,
+            params=None,
+            json=json,
+            headers=headers,
+            operation=operation,
+            repeatable=repeatable,
+            parse=parse,
         )
 
     async def _call(
@@ -164,6 +184,7 @@ class ProviderHttpClient:
         headers: dict[str, str],
         operation: str,
         repeatable: bool,
+        parse: Parse | None,
     ) -> tuple[int, Any]:
         client = self._client
         if client is None:
@@ -179,7 +200,9 @@ class ProviderHttpClient:
 
         async def attempt() -> tuple[int, Any]:
             try:
-                return await self._attempt(client, call, method, path, params=params, json=json, headers=headers)
+                return await self._attempt(
+                    client, call, method, path, params=params, json=json, headers=headers, parse=parse
+                )
             except ProviderError as error:
                 # Once any attempt may have reached the provider, the call's outcome stays unknown.
                 call.maybe_committed = call.maybe_committed or error.maybe_committed
@@ -203,6 +226,7 @@ class ProviderHttpClient:
         params: Any,
         json: Any,
         headers: dict[str, str],
+        parse: Parse | None,
     ) -> tuple[int, Any]:
         self._attempts += 1
         if self._breaker.rejecting():  # fail fast instead of queueing for a slot first
@@ -213,7 +237,9 @@ class ProviderHttpClient:
         if permit is None:
             raise self._circuit_open(call)
         try:
-            result = await self._exchange(client, call, method, path, params=params, json=json, headers=headers)
+            result = await self._exchange(
+                client, call, method, path, params=params, json=json, headers=headers, parse=parse
+            )
         except ProviderError as error:
             _report(permit, error)
             raise
@@ -255,6 +281,7 @@ class ProviderHttpClient:
         params: Any,
         json: Any,
         headers: dict[str, str],
+        parse: Parse | None,
     ) -> tuple[int, Any]:
         remaining = call.deadline - self._clock()
         request = client.build_request(
@@ -281,8 +308,26 @@ class ProviderHttpClient:
             untrack(token)
         if 200 <= response.status_code < 300:
             body = decode_json(response, provider=self.provider, operation=call.operation, maybe_committed=True)
+            if parse is not None:
+                body = self._parsed(parse, body, response, call)
             return response.status_code, body
         raise self._errors.error_for(response, provider=self.provider, operation=call.operation)
+
+    def _parsed(self, parse: Parse, body: Any, response: httpx.Response, call: CallState) -> Any:
+        """`parse(body)`, run inside the attempt: a body of the wrong shape is the provider failing as surely
+        as one that is not JSON, so it is the same error (not retried, maybe committed) and the breaker
+        counts it the same way. Nothing is chained to pydantic's error: its text quotes the body."""
+        try:
+            return parse(body)
+        except ValidationError as exc:  # a step that validated with pydantic directly
+            error = shape_error(exc, provider=self.provider, operation=call.operation, maybe_committed=True)
+        except ProviderMalformedResponse as exc:
+            error = exc
+        error.status = response.status_code
+        error.request_id = error.request_id or request_id_of(response)
+        error.retryable = False
+        error.maybe_committed = True
+        raise error
 
     def _count_retry(self) -> None:
         self._retries += 1

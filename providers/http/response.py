@@ -72,16 +72,26 @@ def parse_model(
 ) -> Model:
     """Validate a decoded body against a wire model; a wrong shape becomes ProviderMalformedResponse.
 
-    The message names the failing fields only: pydantic's own text quotes the input, which may hold
-    a gift card, so the ValidationError is not chained either.
+    Pass it to ProviderHttpClient as a call's `parse` step, so a wrong shape counts against the breaker.
     """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        where = sorted({".".join(str(part) for part in error["loc"]) or "<body>" for error in exc.errors()})
-        raise ProviderMalformedResponse(
-            f"{provider} {operation}: the answer does not match {model.__name__} at {', '.join(where[:5])}",
-            provider=provider,
-            retryable=False,
-            maybe_committed=maybe_committed,
-        ) from None  # not `from exc`: a logged traceback would print the ValidationError's input
+        raise shape_error(exc, provider=provider, operation=operation, maybe_committed=maybe_committed) from None
+
+
+def shape_error(
+    exc: ValidationError, *, provider: str, operation: str, maybe_committed: bool
+) -> ProviderMalformedResponse:
+    """The port error for a body of the wrong shape; raise it `from None`.
+
+    The message names the model and the failing fields only: pydantic's own text quotes the input, which
+    may hold a gift card, so the ValidationError must not be chained either (a logged traceback prints it).
+    """
+    where = sorted({".".join(str(part) for part in error["loc"]) or "<body>" for error in exc.errors()})
+    return ProviderMalformedResponse(
+        f"{provider} {operation}: the answer does not match {exc.title} at {', '.join(where[:5])}",
+        provider=provider,
+        retryable=False,
+        maybe_committed=maybe_committed,
+    )

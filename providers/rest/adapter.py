@@ -2,12 +2,14 @@
 
 Every response is validated with the contract's models (providers/rest/contract.py) before it becomes
 port data: a body of the wrong shape, a batch of the wrong length or order, or a page outside the window
-asked for is a `ProviderMalformedResponse`, never passed on.
+asked for is a `ProviderMalformedResponse`, never passed on. The shape is checked inside the HTTP call
+(its `parse` step), so a provider answering the wrong shape counts against the circuit breaker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import pairwise
 from typing import Any, TypeVar
 
@@ -83,8 +85,12 @@ class RestProvider:
         params: dict[str, Any] = {"limit": limit}
         if cursor is not None:
             params["cursor"] = cursor
-        body = await self.http.get(f"{PREFIX}/rewards", params=params, operation="list_rewards")
-        page = self._parse(contract.RewardPageWire, body, "list_rewards")
+        page = await self.http.get(
+            f"{PREFIX}/rewards",
+            params=params,
+            operation="list_rewards",
+            parse=self._parser(contract.RewardPageWire, "list_rewards"),
+        )
         if len(page.items) > limit:
             raise self._malformed("list_rewards", f"{len(page.items)} rewards for a page of {limit}")
         return RewardPage(items=tuple(item.to_domain() for item in page.items), next_cursor=page.next_cursor)
@@ -122,8 +128,12 @@ class RestProvider:
             params["newer_than"] = newer_than
         if from_oldest:
             params["from_oldest"] = "true"
-        body = await self.http.get(f"{PREFIX}/transactions", params=params, operation="list_transactions")
-        page = self._parse(contract.TransactionPageWire, body, "list_transactions")
+        page = await self.http.get(
+            f"{PREFIX}/transactions",
+            params=params,
+            operation="list_transactions",
+            parse=self._parser(contract.TransactionPageWire, "list_transactions"),
+        )
         items = [item.to_domain() for item in page.items]
         self._check_transaction_page(
             items, user_id=user_id, kinds=kinds, older_than=older_than, newer_than=newer_than, limit=limit
@@ -146,10 +156,14 @@ class RestProvider:
         key = request.idempotency_key
         try:
             # The layer retries this POST only because it carries the key, the same one on every attempt.
-            status, body = await self.http.post(
-                f"{PREFIX}/redemptions", json=wire.model_dump(mode="json"), operation="redeem", idempotency_key=key
+            status, answer = await self.http.post(
+                f"{PREFIX}/redemptions",
+                json=wire.model_dump(mode="json"),
+                operation="redeem",
+                idempotency_key=key,
+                parse=self._parser(contract.RedeemResultWire, "redeem"),  # a wrong shape: maybe redeemed
             )
-            result = self._redeem_result(request, status, body)
+            result = self._redeem_result(request, status, answer)
         except REFUSALS:
             raise
         except ProviderError as exc:
@@ -176,12 +190,9 @@ class RestProvider:
 
     # Helpers
 
-    def _redeem_result(self, request: RedeemRequest, status: int, body: Any) -> RedeemResult:
+    def _redeem_result(self, request: RedeemRequest, status: int, wire: contract.RedeemResultWire) -> RedeemResult:
         if status not in (200, 201):
             raise self._malformed("redeem", f"unexpected status {status} for a redemption", maybe_committed=True)
-        wire = parse_model(
-            contract.RedeemResultWire, body, provider=self.name, operation="redeem", maybe_committed=True
-        )
         redemption, balance = wire.redemption.to_domain(), wire.balance.to_domain()
         if (redemption.user_id, redemption.reward_id, redemption.points) != (
             request.user_id,
@@ -198,15 +209,19 @@ class RestProvider:
         found: list[Any] = []
         for start in range(0, len(ids), contract.MAX_BATCH):  # no ids: no request
             chunk = list(ids[start : start + contract.MAX_BATCH])
-            body = await self.http.get(f"{PREFIX}{path}", params={param: chunk}, operation=operation)
-            items = self._parse(model, body, operation).items
+            batch = await self.http.get(
+                f"{PREFIX}{path}", params={param: chunk}, operation=operation, parse=self._parser(model, operation)
+            )
+            items = batch.items
             self._check_batch(operation, chunk, [None if item is None else _id_of(item) for item in items])
             found.extend(None if item is None else item.to_domain() for item in items)
         return found
 
-    def _parse(self, model: type[W], body: Any, operation: str) -> W:
-        # Names the failing fields only: pydantic's own text would repeat the input, a gift card among it.
-        return parse_model(model, body, provider=self.name, operation=operation)
+    def _parser(self, model: type[W], operation: str) -> Callable[[Any], W]:
+        """The `parse` step of a call: the body validated against `model`, run by the HTTP layer inside the
+        attempt. A wrong shape is a ProviderMalformedResponse naming the failing fields only (pydantic's own
+        text would repeat the input, a gift card among it) and a failure the breaker counts."""
+        return partial(parse_model, model, provider=self.name, operation=operation)
 
     def _check_batch(self, operation: str, asked: Sequence[str], answered: Sequence[str | None]) -> None:
         if len(answered) != len(asked):

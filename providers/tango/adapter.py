@@ -4,6 +4,9 @@ Idempotency: orders carry our reference as `externalRefID`. Tango answers 201 fo
 200 with the ORIGINAL order for a known externalRefID, even when the item or amount differ; the
 gateway catches such reuse in its ledger before calling, and this adapter refuses a replay that does
 not match the request (IdempotencyConflict) rather than hand out a card for another item.
+
+Each answer's shape is checked inside its HTTP call (the call's `parse` step): a Tango answering the
+wrong shape counts against the circuit breaker, as one answering garbage does.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
@@ -103,16 +107,19 @@ class TangoProvider:
             cached = self._catalog
             if cached is not None and self._clock() - cached[0] < self._catalog_ttl:
                 return list(cached[1])
-            body = await self.http.get("/catalogs", operation="catalog")
-            rewards = catalog_rewards(self._parse(wire.CatalogWire, body, "catalog"))
+            catalog = await self.http.get("/catalogs", operation="catalog", parse=_parser(wire.CatalogWire, "catalog"))
+            rewards = catalog_rewards(catalog)
             self._catalog = (self._clock(), rewards)
             return list(rewards)
 
     # Funding
 
     async def funding_balance(self) -> FundingBalance:
-        body = await self.http.get(f"/accounts/{self._account}", operation="funding_balance")
-        account = self._parse(wire.AccountWire, body, "funding_balance")
+        account = await self.http.get(
+            f"/accounts/{self._account}",
+            operation="funding_balance",
+            parse=_parser(wire.AccountWire, "funding_balance"),
+        )
         return FundingBalance(available=account.currentBalance, currency_code=account.currencyCode)
 
     # Orders
@@ -136,12 +143,15 @@ class TangoProvider:
         }
         # The reference as the layer's idempotency key: that is what lets it retry this POST; Tango
         # itself dedupes by externalRefID in the body.
-        status, body = await self.http.post(
-            "/orders", json=payload, operation="place_order", idempotency_key=request.reference
+        status, order = await self.http.post(
+            "/orders",
+            json=payload,
+            operation="place_order",
+            idempotency_key=request.reference,
+            parse=_parser(wire.OrderWire, "place_order"),  # a wrong shape here: maybe ordered, as a 5xx is
         )
         if status not in (200, 201):
             raise self._malformed("place_order", f"unexpected status {status} for an order", maybe_committed=True)
-        order = self._parse(wire.OrderWire, body, "place_order", maybe_committed=True)
         if order.externalRefID not in (None, request.reference):
             raise self._malformed("place_order", "the order returned has another reference", maybe_committed=True)
         if status == 200 and not _matches(order, request):
@@ -162,16 +172,18 @@ class TangoProvider:
         if not REFERENCE.fullmatch(reference):
             return None  # never sent to Tango, so Tango has no such order
         params = {"externalRefID": reference, "accountIdentifier": self._account, "elementsPerBlock": 10}
-        body = await self.http.get("/orders", params=params, operation="find_order")
-        listing = self._parse(wire.OrderListWire, body, "find_order")
+        listing = await self.http.get(
+            "/orders", params=params, operation="find_order", parse=_parser(wire.OrderListWire, "find_order")
+        )
         found = [order for order in listing.orders if order.externalRefID == reference]
         if not found:
             return None
         order = found[0]
         if _status(order) is OrderStatus.FULFILLED and not _credentials(order):
             # The order history omits reward credentials; the order's own page has them.
-            body = await self.http.get(f"/orders/{order.referenceOrderID}", operation="find_order")
-            order = self._parse(wire.OrderWire, body, "find_order")
+            order = await self.http.get(
+                f"/orders/{order.referenceOrderID}", operation="find_order", parse=_parser(wire.OrderWire, "find_order")
+            )
         return to_order(order, reference)
 
     # Webhooks
@@ -184,13 +196,15 @@ class TangoProvider:
 
     # Helpers
 
-    def _parse(self, model: type[wire.W], body: Any, operation: str, *, maybe_committed: bool = False) -> wire.W:
-        return parse_model(model, body, provider=NAME, operation=operation, maybe_committed=maybe_committed)
-
     def _malformed(self, operation: str, detail: str, *, maybe_committed: bool) -> ProviderMalformedResponse:
         return ProviderMalformedResponse(
             f"tango {operation}: {detail}", provider=NAME, retryable=False, maybe_committed=maybe_committed
         )
+
+
+def _parser(model: type[wire.W], operation: str) -> Callable[[Any], wire.W]:
+    """A call's `parse` step: the body validated against `model` by the HTTP layer, inside the attempt."""
+    return partial(parse_model, model, provider=NAME, operation=operation)
 
 
 # Mapping (pure functions: tested directly and through the fake server)

@@ -1,10 +1,15 @@
-"""`TremendousProvider`: the fulfilment port over Tremendous REST v2 (catalog, orders by external_id, balance)."""
+"""`TremendousProvider`: the fulfilment port over Tremendous REST v2 (catalog, orders by external_id, balance).
+
+Each answer's shape is checked inside its HTTP call (the call's `parse` step): a Tremendous answering
+the wrong shape counts against the circuit breaker, as one answering garbage does.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -71,8 +76,9 @@ class TremendousProvider:
             params["country"] = ",".join(self._countries)
         if self._currencies:
             params["currency"] = ",".join(self._currencies)
-        body = await self.http.get("/products", params=params or None, operation="catalog")
-        listing = self._parse(ProductListWire, body, "catalog")
+        listing = await self.http.get(
+            "/products", params=params or None, operation="catalog", parse=_parser(ProductListWire, "catalog")
+        )
         rewards: list[Reward] = []
         for raw in listing.products:
             try:
@@ -87,8 +93,10 @@ class TremendousProvider:
         return sorted(rewards, key=lambda reward: reward.id)
 
     async def funding_balance(self) -> FundingBalance:
-        body = await self.http.get("/funding_sources", operation="funding_balance")
-        sources = self._parse(FundingSourceListWire, body, "funding_balance").funding_sources
+        listing = await self.http.get(
+            "/funding_sources", operation="funding_balance", parse=_parser(FundingSourceListWire, "funding_balance")
+        )
+        sources = listing.funding_sources
         wanted = self._funding_source_id
         source = next((s for s in sources if s.id == wanted), None)
         if source is None and wanted.lower() == BALANCE:
@@ -112,12 +120,15 @@ class TremendousProvider:
             },
         }
         # The reference as the layer's idempotency key: only then does it retry a POST (timeouts, 429, 5xx).
-        _, body = await self.http.post(
-            "/orders", json=payload, operation="place_order", idempotency_key=request.reference
+        _, envelope = await self.http.post(
+            "/orders",
+            json=payload,
+            operation="place_order",
+            idempotency_key=request.reference,
+            parse=_parser(OrderEnvelopeWire, "place_order"),  # a wrong shape here: maybe ordered, as a 5xx is
         )
-        order = self._parse(OrderEnvelopeWire, body, "place_order", maybe_committed=True).order
         return order_of(
-            order,
+            envelope.order,
             reference=request.reference,
             reward_id=request.reward_id,
             face_value=request.face_value,
@@ -125,8 +136,13 @@ class TremendousProvider:
         )
 
     async def find_order(self, reference: str) -> Order | None:
-        body = await self.http.get("/orders", params={"external_id": reference}, operation="find_order")
-        orders = [o for o in self._parse(OrderListWire, body, "find_order").orders if o.external_id == reference]
+        listing = await self.http.get(
+            "/orders",
+            params={"external_id": reference},
+            operation="find_order",
+            parse=_parser(OrderListWire, "find_order"),
+        )
+        orders = [o for o in listing.orders if o.external_id == reference]
         if not orders:
             return None
         order = orders[0]
@@ -140,8 +156,12 @@ class TremendousProvider:
             return await self.find_order(event.reference)
         order_id = event.order_id
         if order_id is None and isinstance(event, TremendousOrderEvent) and event.reward_id:
-            body = await self.http.get(f"/rewards/{_segment(event.reward_id)}", operation="get_reward")
-            order_id = self._parse(RewardEnvelopeWire, body, "get_reward").reward.order_id
+            envelope = await self.http.get(
+                f"/rewards/{_segment(event.reward_id)}",
+                operation="get_reward",
+                parse=_parser(RewardEnvelopeWire, "get_reward"),
+            )
+            order_id = envelope.reward.order_id
             if order_id is None:
                 raise self._malformed("get_reward", "the reward names no order")
         if order_id is None:
@@ -152,14 +172,18 @@ class TremendousProvider:
         return self._webhooks.verify(headers, body)
 
     async def _order_by_id(self, order_id: str, *, reference: str) -> Order:
-        body = await self.http.get(f"/orders/{_segment(order_id)}", operation="get_order")
-        return order_of(self._parse(OrderEnvelopeWire, body, "get_order").order, reference=reference)
-
-    def _parse(self, model: type[W], body: Any, operation: str, *, maybe_committed: bool = False) -> W:
-        return parse_model(model, body, provider=NAME, operation=operation, maybe_committed=maybe_committed)
+        envelope = await self.http.get(
+            f"/orders/{_segment(order_id)}", operation="get_order", parse=_parser(OrderEnvelopeWire, "get_order")
+        )
+        return order_of(envelope.order, reference=reference)
 
     def _malformed(self, operation: str, why: str) -> ProviderError:
         return ProviderMalformedResponse(f"{NAME} {operation}: {why}", provider=NAME, retryable=False)
+
+
+def _parser(model: type[W], operation: str) -> Callable[[Any], W]:
+    """A call's `parse` step: the body validated against `model` by the HTTP layer, inside the attempt."""
+    return partial(parse_model, model, provider=NAME, operation=operation)
 
 
 def _segment(value: str) -> str:
