@@ -122,6 +122,9 @@ class FakeTangoState:
     # request never got past Tango's front door).
     hold_orders: float = 0.0
     held: int = 0  # POST /orders now waiting in hold_orders
+    # When set, GET /catalogs takes the catalog as it is, sets `catalog_taken`, then waits for this to be set.
+    catalog_gate: threading.Event | None = None
+    catalog_taken: threading.Event = field(default_factory=threading.Event)
     # What happened
     tokens: dict[str, float] = field(default_factory=dict)  # token -> expiry (monotonic)
     last_token_at: float | None = None
@@ -232,7 +235,11 @@ class FakeTango:
         with self.lock:
             if (refused := self._gate(request)) is not None:
                 return refused
-            return JSONResponse(self.state.catalog)
+            answer, gate = JSONResponse(self.state.catalog), self.state.catalog_gate
+        if gate is not None:
+            self.state.catalog_taken.set()
+            await asyncio.to_thread(gate.wait, 30)
+        return answer
 
     async def account(self, request: Request) -> JSONResponse:
         with self.lock:

@@ -12,6 +12,7 @@ import pytest
 import providers.errors as perr
 from providers.http import BreakerState
 from providers.http.breaker import CircuitBreaker
+from providers.tremendous.errors import TREMENDOUS_ERRORS
 from tests.test_http_fakes import FAST, FakeClock, ScriptedProvider, error, make_client, ok, started
 
 pytestmark = pytest.mark.anyio
@@ -335,3 +336,15 @@ async def test_given_a_queue_longer_than_the_call_budget_when_waiting_for_the_li
     assert len(timeouts) == 2 and len(provider.requests) == 2  # slots at 0 s and 0.2 s fit in 0.3 s
     assert all(timeout.maybe_committed is False for timeout in timeouts)
     assert state is BreakerState.CLOSED  # our own queue says nothing about the provider
+
+
+async def test_given_a_seller_refusing_orders_for_want_of_funds_then_the_circuit_stays_closed_for_reads() -> None:
+    # Tremendous' table: a 402 is the company account running short, a refusal of orders, not an outage.
+    provider = ScriptedProvider([httpx.Response(402, json={"errors": {"message": "Insufficient funds", "payload": {}}})])
+    policy = replace(FAST, retry_attempts=1, breaker_failure_threshold=2)
+    async with started(make_client(provider.transport, policy=policy, error_table=TREMENDOUS_ERRORS)) as client:
+        for attempt in range(5):
+            with pytest.raises(perr.FundingInsufficient):
+                await client.post("/orders", json={}, operation="place_order", idempotency_key=f"k{attempt}")
+        assert client.stats.breaker_state is BreakerState.CLOSED
+    assert len(provider.requests) == 5

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -384,6 +385,27 @@ async def test_the_catalog_ttl_setting_reaches_tango_and_a_catalog_webhook_drops
             await short.catalog()
             await short.catalog()
         assert tango.state.api_requests == [("GET", "/catalogs")] * 4
+
+
+async def test_a_catalog_webhook_arriving_during_a_catalog_fetch_is_not_lost(tmp_path: Path) -> None:
+    with running_fake_tango(rate_limit=None) as tango:
+        basic = {"tango_auth": "basic", "tango_platform_name": PLATFORM_NAME, "tango_platform_key": PLATFORM_KEY}
+        settings = oauth_settings(tmp_path, tango.url, **basic, tango_webhook_secrets=[WEBHOOK_SECRET])
+        provider = fulfilment_provider(settings)
+        assert isinstance(provider, TangoProvider)
+        gate = threading.Event()
+        tango.state.catalog_gate = gate
+        async with started(provider):
+            fetching = asyncio.create_task(provider.catalog())
+            assert await asyncio.to_thread(tango.state.catalog_taken.wait, 10)  # Tango has answered, in transit
+            provider.verify_webhook(*item_availability())  # the catalog changed meanwhile
+            gate.set()
+            await fetching
+            tango.state.catalog_gate = None
+            await provider.catalog()  # asks again: the fetch under way may predate the change
+            await provider.catalog()  # and that answer is kept for the TTL
+
+    assert tango.state.api_requests == [("GET", "/catalogs")] * 2
 
 
 # Real processes: two `giftgraph serve` on one data folder, then one killed and started again

@@ -20,6 +20,7 @@ from aiolimiter import AsyncLimiter
 from pydantic import ValidationError
 
 from providers.errors import (
+    FundingInsufficient,
     ProviderCircuitOpen,
     ProviderError,
     ProviderMalformedResponse,
@@ -337,8 +338,9 @@ class ProviderHttpClient:
 
 
 def _report(permit: Permit, error: ProviderError) -> None:
-    """Only the provider failing counts against it: not its refusals, not a 429."""
-    if isinstance(error, ProviderUnavailable) and not isinstance(error, ProviderRateLimited):
+    """Only the provider failing counts against it: not its refusals, not a 429, not a 402 (the company
+    account is short: orders are refused, but catalog reads and order look-ups still work)."""
+    if isinstance(error, ProviderUnavailable) and not isinstance(error, ProviderRateLimited | FundingInsufficient):
         permit.failure()
     else:
         permit.success()

@@ -85,6 +85,7 @@ class TangoProvider:
         self._clock = clock
         self._catalog: tuple[float, list[Reward]] | None = None
         self._catalog_lock = asyncio.Lock()
+        self._catalog_generation = 0  # bumped by a catalog event: a fetch begun before it is not kept
         self._on_close = on_close  # e.g. dispose the token store's engine, which the factory made
 
     def __repr__(self) -> str:
@@ -107,9 +108,12 @@ class TangoProvider:
             cached = self._catalog
             if cached is not None and self._clock() - cached[0] < self._catalog_ttl:
                 return list(cached[1])
+            generation = self._catalog_generation
             catalog = await self.http.get("/catalogs", operation="catalog", parse=_parser(wire.CatalogWire, "catalog"))
             rewards = catalog_rewards(catalog)
-            self._catalog = (self._clock(), rewards)
+            # A catalog event that arrived during the fetch may not be in it: answer with it, but keep nothing.
+            if generation == self._catalog_generation:
+                self._catalog = (self._clock(), rewards)
             return list(rewards)
 
     # Funding
@@ -192,6 +196,7 @@ class TangoProvider:
         events = self._verifier.verify(headers, body)
         if any(isinstance(event, CatalogEvent) for event in events):
             self._catalog = None  # the catalog changed: the next read asks Tango, however long the TTL
+            self._catalog_generation += 1
         return events
 
     # Helpers
