@@ -138,10 +138,20 @@ class IdempotencyStore:
             if row.state == ClaimState.DONE.value:
                 return Claim(user_id, key, ClaimState.DONE, json.loads(row.payload))
             if row.lease_until < now:
-                # The attempt holding the key died; the retry carries on with the same key.
-                await conn.execute(
-                    update(idempotency_keys).where(where).values(lease_until=now + self._lease, claim_token=token)
+                # The attempt holding the key died; the retry carries on with the same key. Compare-and-set on
+                # the old holder's token: on PostgreSQL two processes can read the lapsed lease at once, and
+                # only the one whose UPDATE still finds that token takes the key over.
+                taken = await conn.execute(
+                    update(idempotency_keys)
+                    .where(
+                        where,
+                        idempotency_keys.c.state == ClaimState.IN_PROGRESS.value,
+                        idempotency_keys.c.claim_token == row.claim_token,
+                    )
+                    .values(lease_until=now + self._lease, claim_token=token)
                 )
+                if taken.rowcount != 1:
+                    return Claim(user_id, key, ClaimState.IN_PROGRESS)
                 request = None if row.request is None else json.loads(row.request)
                 return Claim(user_id, key, ClaimState.ACQUIRED, token=token, request=request, attempts=row.attempts)
             return Claim(user_id, key, ClaimState.IN_PROGRESS)
