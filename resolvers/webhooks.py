@@ -179,7 +179,9 @@ class WebhookService:
         if inserted.first() is not None:
             return True
         where = redemption_states.c.redemption_id == redemption.id
-        row = (await conn.execute(select(redemption_states).where(where))).one()
+        # FOR UPDATE (PostgreSQL; SQLite's write transaction already excludes other writers): two deliveries
+        # about one redemption compare and write one after the other, so neither can undo the other's step.
+        row = (await conn.execute(select(redemption_states).where(where).with_for_update())).one()
         if not moves_forward(RedemptionStatus(row.status), row.updated_at, redemption.status, values["updated_at"]):
             return False
         await conn.execute(update(redemption_states).where(where).values(**values))
