@@ -84,7 +84,7 @@ def create_app(settings: Settings, *, provider_factory: ProviderFactory | None =
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         events = EventHub()
         provider = make_provider(settings, events)
-        engine = create_engine(settings.database_url, logging_name="giftgraph")
+        engine = create_engine(settings.gateway_database_url, logging_name="giftgraph")
         store = IdempotencyStore(
             engine,
             ttl_seconds=settings.idempotency_ttl_seconds,

@@ -42,7 +42,7 @@ def ledger_provider(settings: Settings, events: EventHub) -> LedgerProvider:
 
 def open_ledger(settings: Settings) -> tuple[PointsLedger, AsyncEngine]:
     """The points ledger on the gateway's database, with the gift-card cipher; the caller disposes the engine."""
-    engine = create_engine(settings.database_url, logging_name="ledger")
+    engine = create_engine(settings.gateway_database_url, logging_name="ledger")
     ledger = PointsLedger(
         engine,
         card_cipher(settings),
@@ -122,7 +122,7 @@ def tango_provider(settings: Settings, policy: HttpPolicy) -> FulfilmentProvider
         raise ConfigurationError(f"GIFTGRAPH_TANGO_WEBHOOK_SECRETS (or _WEBHOOK_SECRET): {exc}") from None
     token_store, on_close = None, None
     if client_id is not None and token_url is not None:  # oauth2; after every check: card_cipher may write
-        engine = create_engine(settings.database_url, logging_name="tango-token")
+        engine = create_engine(settings.gateway_database_url, logging_name="tango-token")
         name = token_store_name(token_url=token_url, client_id=client_id, audience=audience)
         token_store, on_close = SqlTokenStore(engine, card_cipher(settings), name=name), engine.dispose
     return build_tango(

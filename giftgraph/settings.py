@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -39,6 +40,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Path("data")
+    # The gateway's own database (idempotency keys, webhook ids, the ledger, stored OAuth tokens): an async
+    # SQLAlchemy URL, sqlite+aiosqlite or postgresql+asyncpg (pip install -e '.[postgres]'); none: SQLite
+    # in data_dir. Replicas that share one work together (leases, claims, row locks).
+    database_url: SecretStr | None = None  # may carry a password
     log_level: str = "INFO"
 
     # Auth: HS256 with `jwt_secret` by default, or RS256/ES256 with an identity provider's keys when
@@ -226,6 +231,18 @@ class Settings(BaseSettings):
             raise ValueError(f"jwt_algorithms supports {', '.join(allowed)}; not {', '.join(unsupported)}{hint}")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value()
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("database_url must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        if url.startswith("postgresql+asyncpg://") and importlib.util.find_spec("asyncpg") is None:
+            raise ValueError("database_url names PostgreSQL: install the driver (pip install -e '.[postgres]')")
+        return value
+
     @field_validator("jwt_jwks_url")
     @classmethod
     def _jwks_url_is_http(cls, value: str | None) -> str | None:
@@ -350,7 +367,9 @@ class Settings(BaseSettings):
         return (not self.is_production) if self.field_suggestions is None else self.field_suggestions
 
     @property
-    def database_url(self) -> str:
+    def gateway_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{self.data_dir / 'giftgraph.db'}"
 
     @property

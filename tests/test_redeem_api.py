@@ -675,7 +675,7 @@ def test_given_a_crashed_attempt_that_reached_the_provider_when_retried_after_it
         async def crashed_attempt() -> tuple[ClaimState, str]:
             # What a process that died mid-redeem leaves behind: a claim in progress, never
             # completed, and the provider's redemption under the key derived from it.
-            engine = create_engine(settings.database_url, logging_name="crashed-attempt")
+            engine = create_engine(settings.gateway_database_url, logging_name="crashed-attempt")
             store = IdempotencyStore(engine, ttl_seconds=86_400, lease_seconds=settings.idempotency_lease_seconds)
             try:
                 claim = await store.claim(user_id, "crashed", request_fingerprint(reward.id, face_value))
