@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 import providers.errors as perr
-from providers.http import ApiKeyAuth, ClientCredentialsAuth
+from providers.http import ApiKeyAuth, BreakerState, ClientCredentialsAuth
+from providers.http.auth import MemoryTokenStore, StoredToken
 from tests.test_http_fakes import API_KEY, API_SECRET, FAST, FakeClock, make_client, started
 
 pytestmark = pytest.mark.anyio
@@ -361,7 +362,9 @@ async def test_given_an_expired_token_and_the_token_endpoint_failing_then_the_ca
 
 
 @pytest.mark.parametrize(
-    "expires_in", [10**400, 2**31, 0, -5, True, "3600"], ids=["huge", "past-int32", "zero", "negative", "bool", "string"]
+    "expires_in",
+    [10**400, 2**31, 0, -5, True, "3600"],
+    ids=["huge", "past-int32", "zero", "negative", "bool", "string"],
 )
 async def test_given_a_token_lifetime_no_token_has_then_a_malformed_answer(expires_in: object) -> None:
     clock = FakeClock()
@@ -372,3 +375,84 @@ async def test_given_a_token_lifetime_no_token_has_then_a_malformed_answer(expir
         with pytest.raises(perr.ProviderMalformedResponse):
             await c.get("/v1/health", operation="check")
     assert server.api_requests == []
+
+
+async def test_given_the_token_endpoint_unreachable_while_the_token_is_still_valid_then_calls_keep_using_it() -> None:
+    clock = FakeClock()
+    server = TokenServer(clock, ttl=600)
+    auth = _oauth(clock, refresh_margin=30)
+    async with started(make_client(server.transport, auth=auth)) as client:
+        assert (await client.get("/v1/health", operation="check"))["token"] == "token-1"
+        clock.now += 575  # inside the refresh margin; the token is good for 25 s more
+        server.token_answer = httpx.ConnectError("the auth host is down")
+        during_outage = [(await client.get("/v1/health", operation="check"))["token"] for _ in range(3)]
+        breaker = client.stats.breaker_state
+
+    # The first call's attempt that tried to refresh failed in transit and was retried with the token in hand.
+    assert during_outage == ["token-1"] * 3
+    assert len(server.token_requests) == 2  # one refresh tried, then a pause rather than one per call
+    assert breaker is BreakerState.CLOSED
+
+
+async def test_given_a_token_refusal_seen_by_a_call_that_may_have_committed_then_later_calls_are_not_marked() -> None:
+    api_calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal api_calls
+        if request.url.path == TOKEN_URL:
+            if not api_calls:
+                return httpx.Response(200, json={"access_token": "A", "token_type": "Bearer", "expires_in": 3600})
+            return httpx.Response(401, json={"error": "invalid_client"})  # the client's credentials were revoked
+        api_calls += 1
+        if api_calls == 1:
+            return httpx.Response(200, json={})
+        if api_calls == 2:
+            return httpx.Response(503, json={})  # an order attempt that may have been committed
+        return httpx.Response(401, json={})  # the token is refused too: a new one is asked for, and refused
+
+    auth = ClientCredentialsAuth(
+        token_url=TOKEN_URL, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, refusal_cooldown=60
+    )
+    async with started(make_client(httpx.MockTransport(handler), auth=auth)) as client:
+        await client.get("/v1/health", operation="check")
+        with pytest.raises(perr.ProviderAuthenticationFailed) as first:
+            await client.post("/orders", json={}, operation="place_order", idempotency_key="k1")
+        with pytest.raises(perr.ProviderAuthenticationFailed) as fresh:
+            await client.post("/orders", json={}, operation="place_order", idempotency_key="k2")
+
+    assert first.value.maybe_committed is True  # its own earlier attempt may have reached the provider
+    assert fresh.value.maybe_committed is False  # nothing of this call was sent: a definite refusal
+
+
+class SlowStore(MemoryTokenStore):
+    """A shared store whose first save takes longer than the call's budget (a busy database)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = True
+
+    async def save(self, token: StoredToken) -> None:
+        if self.slow:
+            self.slow = False
+            await asyncio.sleep(1.0)
+        await super().save(token)
+
+
+async def test_given_the_token_save_outlasting_the_call_budget_then_the_token_is_kept_and_stored_anyway() -> None:
+    clock = FakeClock()
+    server = TokenServer(clock, ttl=86_400)
+    store = SlowStore()
+    auth = ClientCredentialsAuth(
+        token_url=TOKEN_URL, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, store=store, clock=clock
+    )
+    policy = replace(FAST, retry_attempts=1, call_budget_seconds=0.3)
+    async with started(make_client(server.transport, auth=auth, policy=policy)) as client:
+        with pytest.raises(perr.ProviderTimeout):
+            await client.get("/v1/health", operation="check")  # the budget ran out while the token was saved
+        later = (await client.get("/v1/health", operation="check"))["token"]
+        await asyncio.sleep(1.0)  # the shielded save finishes on its own
+        stored = await store.load()
+
+    assert later == "token-1"
+    assert len(server.token_requests) == 1  # never asked for a second token (Tango would refuse it for 20 h)
+    assert stored is not None and stored.value == "token-1"

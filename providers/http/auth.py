@@ -207,14 +207,25 @@ class ClientCredentialsAuth(httpx.Auth):
                             token_response = yield self._token_request(request)
                             await token_response.aread()
                             token = self._accepted(token_response, started)
-                            await self._save(token)
+                            # Ours from this moment, before the save: a save cut short (the call's budget,
+                            # a cancelled request) must not lose a token the endpoint will not issue again soon.
+                            self._token = token
+                            await asyncio.shield(self._save(token))
                         finally:
                             await self._release_lease()
                     self._token = outcome = token
+                except GeneratorExit:
+                    # The token request failed in transit (httpx closes the flow): this attempt fails, and its
+                    # retry sends the token in hand if it is still valid, asking again only after a pause.
+                    if self._still_valid(self._token, rejected):
+                        self._quiet_until = time.monotonic() + REFRESH_RETRY_SECONDS
+                    raise
                 except ProviderError as exc:
                     fallback = self._token
-                    if fallback is None or fallback.value == rejected or self._clock() >= fallback.expires_at:
-                        outcome = exc
+                    if not self._still_valid(fallback, rejected):
+                        # A copy for the waiters: the caller's client marks the raised one with its own call's
+                        # facts (maybe_committed), which are not theirs.
+                        outcome = copy.copy(exc)
                         raise
                     # The refresh failed but the token in hand is good until it expires: keep sending it (and
                     # let this request's waiters send it too) rather than fail calls a margin early; ask again
@@ -224,6 +235,7 @@ class ClientCredentialsAuth(httpx.Auth):
                         extra={"error": type(exc).__name__},
                     )
                     self._quiet_until = time.monotonic() + REFRESH_RETRY_SECONDS
+                    assert fallback is not None
                     token = outcome = fallback
                 finally:  # whatever happened, the waiters learn it (a GeneratorExit included)
                     if self._inflight is inflight:
@@ -235,6 +247,9 @@ class ClientCredentialsAuth(httpx.Auth):
             if response.status_code != 401 or attempt == 1 or not await self._replaceable(token):
                 return
             rejected = token.value
+
+    def _still_valid(self, token: _Token | None, rejected: str | None) -> bool:
+        return token is not None and token.value != rejected and self._clock() < token.expires_at
 
     async def _usable_token(self, rejected: str | None) -> _Token | None:
         """A token to send, waiting for an in-flight fetch if need be; None: fetch one yourself."""
@@ -369,7 +384,7 @@ class ClientCredentialsAuth(httpx.Auth):
             return self._accept(response, started)
         except ProviderAuthenticationFailed as exc:
             if self._refusal_cooldown > 0:
-                self._refused = (self._clock() + self._refusal_cooldown, exc)
+                self._refused = (self._clock() + self._refusal_cooldown, copy.copy(exc))  # kept unmarked
             raise
 
     def _accept(self, response: httpx.Response, started: float) -> _Token:
