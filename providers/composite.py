@@ -113,6 +113,7 @@ class LedgerProvider:
         self._funding: FundingBalance | None = None
         self._funding_at = float("-inf")
         self._funding_failure: tuple[float, ProviderError] | None = None  # (when, what) of the last failed read
+        self._funding_read = asyncio.Lock()
         self._reconciler: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._on_close = on_close  # e.g. dispose the ledger's engine, which the factory made
@@ -144,21 +145,27 @@ class LedgerProvider:
         self.calls.add("check")
         await self.funding_balance()
 
-    async def funding_balance(self, *, fresh: bool = False) -> FundingBalance:
-        """The company account at the seller (operators see it in /readyz); cached for funding_ttl."""
-        now = self._clock()
-        if fresh or self._funding is None or now - self._funding_at > self._timing.funding_ttl:
+    async def funding_balance(self, *, max_age: float | None = None) -> FundingBalance:
+        """The company account at the seller (operators see it in /readyz), no older than `max_age` (default
+        funding_ttl). One read at a time: callers arriving meanwhile share it. A failed read is answered from
+        memory for funding_failure_ttl, so probes and refused redemptions do not ask a failing seller each."""
+        max_age = self._timing.funding_ttl if max_age is None else max_age
+        if self._funding is not None and self._clock() - self._funding_at <= max_age:
+            return self._funding
+        async with self._funding_read:
+            now = self._clock()
+            if self._funding is not None and now - self._funding_at <= max_age:
+                return self._funding  # read by the caller we waited for
             failed = self._funding_failure
-            if not fresh and failed is not None and now - failed[0] <= self._timing.funding_failure_ttl:
-                # Probes and scrapes while the seller fails: one call per funding_failure_ttl, not one each.
+            if failed is not None and now - failed[0] <= self._timing.funding_failure_ttl:
                 raise copy.copy(failed[1])
             try:
-                self._funding = await self.fulfilment.funding_balance()
+                funding = await self.fulfilment.funding_balance()
             except ProviderError as exc:
-                self._funding_failure = (self._clock(), exc)
+                self._funding_failure = (self._clock(), copy.copy(exc))
                 raise
-            self._funding_at, self._funding_failure = self._clock(), None
-        return self._funding
+            self._funding, self._funding_at, self._funding_failure = funding, self._clock(), None
+            return funding
 
     # Catalog: the seller's
 
@@ -295,10 +302,10 @@ class LedgerProvider:
     async def _require_funding(self, reward: Reward, request: RedeemRequest) -> None:
         """Refuse before reserving when the company account cannot pay: the user's points stay untouched."""
         funding = await self.funding_balance()
-        if self._short(funding, reward, request) and self._clock() - self._funding_at > self._timing.funding_recheck:
+        if self._short(funding, reward, request):
             # A top-up is seen within funding_recheck, not funding_ttl: before refusing on a cached shortfall,
             # ask afresh, at most once per funding_recheck however many redemptions are refused meanwhile.
-            funding = await self.funding_balance(fresh=True)
+            funding = await self.funding_balance(max_age=self._timing.funding_recheck)
         if self._short(funding, reward, request):
             logger.warning("funding balance too low", extra={"provider": self.name, "currency": funding.currency_code})
             raise ProviderUnavailable("the provider's funding balance cannot cover this redemption", provider=self.name)

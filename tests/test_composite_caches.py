@@ -1,7 +1,8 @@
-"""The composite provider's own copy of the seller's catalog: a change announced during a read is not lost.
+"""The composite provider's caches of the seller: the catalog (a change announced during a read is not lost)
+and the company account's funding balance (one read at a time, failures remembered briefly).
 
 The seller here is a stand-in at the FulfilmentProvider port (the composite's provider boundary) whose
-catalog read can be held on an event, so the interleaving is exact rather than timed.
+reads can be held on an event, so the interleavings are exact rather than timed.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from providers import EventHub, Reward, RewardAvailability
+from providers import EventHub, RedeemRequest, Reward, RewardAvailability
 from providers.composite import LedgerProvider
+from providers.errors import ProviderUnavailable
 from providers.fulfilment import FulfilmentEvent, FundingBalance, Order, OrderEvent, OrderRequest
 from tests.test_ledger import REWARD, open_ledger
 
@@ -46,8 +49,16 @@ class HeldSeller:
             await self.hold.wait()
         return snapshot
 
+    funding = FundingBalance(available=Decimal(5), currency_code="USD")  # less than REWARD's 10 USD
+    funding_reads = 0
+    funding_fails = False
+
     async def funding_balance(self) -> FundingBalance:
-        raise NotImplementedError
+        self.funding_reads += 1
+        await asyncio.sleep(0.01)  # a round trip: concurrent callers overlap
+        if self.funding_fails:
+            raise ProviderUnavailable("the seller is down", provider=self.name)
+        return self.funding
 
     async def place_order(self, request: OrderRequest) -> Order:
         raise NotImplementedError
@@ -82,3 +93,35 @@ async def test_given_a_catalog_read_under_way_when_a_change_is_announced_then_th
     assert during is not None and during.availability is RewardAvailability.AVAILABLE  # the read it joined
     assert after is not None and after.availability is RewardAvailability.OUT_OF_STOCK
     assert cached == after and seller.reads == 2  # then trusted for the TTL again
+
+
+def redeem_request(key: str) -> RedeemRequest:
+    return RedeemRequest(user_id="alice", reward_id=REWARD.id, face_value=Decimal(10), points=1000, idempotency_key=key)
+
+
+async def test_given_a_short_company_account_when_many_redeem_at_once_then_the_seller_is_asked_once(
+    tmp_path: Path,
+) -> None:
+    seller = HeldSeller([REWARD])
+    now = [1000.0]
+    async with open_ledger(tmp_path / "ledger.db", starting_balance=5000) as ledger:
+        provider = LedgerProvider(ledger=ledger, fulfilment=seller, events=EventHub(), clock=lambda: now[0])  # type: ignore[arg-type]
+        refused = await asyncio.gather(
+            *(provider.redeem(redeem_request(f"k{n}")) for n in range(20)), return_exceptions=True
+        )
+        reads_for_the_burst = seller.funding_reads
+        now[0] += 2  # past funding_recheck: a refused redemption asks again, once
+        seller.funding_fails = True
+        failing = await asyncio.gather(
+            *(provider.redeem(redeem_request(f"f{n}")) for n in range(10)), return_exceptions=True
+        )
+        now[0] += 2  # within funding_failure_ttl of the failure: answered from memory
+        remembered = await asyncio.gather(
+            *(provider.redeem(redeem_request(f"r{n}")) for n in range(10)), return_exceptions=True
+        )
+        [balance] = await ledger.balances(["alice"])
+
+    assert all(isinstance(outcome, ProviderUnavailable) for outcome in refused + failing + remembered)
+    assert reads_for_the_burst == 1
+    assert seller.funding_reads == 2  # the burst's read, then one for the failing seller, remembered after
+    assert (balance.available, balance.pending) == (5000, 0)  # nothing was ever reserved
