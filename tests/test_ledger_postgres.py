@@ -18,8 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from providers.base import RedemptionStatus
-from providers.errors import InsufficientPoints
+from providers.errors import InsufficientPoints, PointsLimitExceeded
 from providers.ledger import CardCipher, PointsLedger, ReserveResult, upgrade
+from providers.ledger.store import MAX_POINTS
 from tests.migrations import LEDGER_HEAD
 from tests.test_ledger import CARD, KEY, reserve
 
@@ -168,3 +169,36 @@ async def test_given_postgres_when_settling_then_the_card_round_trips_and_failur
     ]
     ciphertext = await scalar(engine, "SELECT card_ciphertext FROM ledger_redemptions WHERE points = 100 LIMIT 1")
     assert isinstance(ciphertext, str) and "CODE-1234" not in ciphertext
+
+
+async def test_given_postgres_when_a_grant_meets_a_reserve_in_flight_then_the_limit_counts_the_reserved_points(
+    engines: Callable[[], AsyncEngine],
+) -> None:
+    one_engine, blocker = engines(), engines()
+    one, two = await started(one_engine), await started(engines())
+    await one.grant("alice", MAX_POINTS - 1000, reason="near the top", source="cli:test")  # starts at 0
+    # Hold the reserve between its debit and its redemption row: another transaction holds the same
+    # idempotency key uncommitted, so the reserve's INSERT waits, with the account row locked by its debit.
+    async with blocker.connect() as held:
+        transaction = await held.begin()
+        await held.execute(
+            text(
+                "INSERT INTO ledger_redemptions (id, user_id, reward_id, face_value, currency_code, points, status,"
+                " idempotency_key, request_fingerprint, order_reference, reward_snapshot, attempts, created_at,"
+                " updated_at) VALUES ('rd_block', 'bob', 'r', '1', 'USD', 1, 'PENDING', 'key-held', 'fp', 'ref-block',"
+                " '{}', 0, now(), now())"
+            )
+        )
+        reserving = asyncio.create_task(reserve(one, key="key-held", points=500))
+        await asyncio.sleep(0.5)  # the reserve has debited and now waits on the key
+        granting = asyncio.create_task(two.grant("alice", 1001, reason="top up", source="cli:test"))
+        await asyncio.sleep(0.5)  # the grant waits on the account row
+        await transaction.rollback()  # the key is free: the reserve commits, then the grant goes on
+        reserved = await reserving
+        grant_outcome = await asyncio.gather(granting, return_exceptions=True)
+
+    [balance] = await one.balances(["alice"])
+    assert reserved.redemption.points == 500
+    # MAX - 1000 held (500 of it reserved) + 1001 would pass MAX: refused, whatever the interleaving.
+    assert [type(outcome) for outcome in grant_outcome] == [PointsLimitExceeded]
+    assert (balance.available, balance.pending) == (MAX_POINTS - 1500, 500)

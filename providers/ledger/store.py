@@ -180,6 +180,9 @@ class PointsLedger:
         )
         if points > MAX_POINTS:
             return None
+        # Lock the account first (PostgreSQL; SQLite's write transaction already excludes other writers): the
+        # reserved sum below is then read after any reserve that got there before us has committed.
+        await conn.execute(select(accounts.c.user_id).where(accounts.c.user_id == user_id).with_for_update())
         result = await conn.execute(
             update(accounts)
             .where(accounts.c.user_id == user_id, accounts.c.available + reserved <= MAX_POINTS - points)
