@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from decimal import ROUND_CEILING, Decimal
 
-from providers import Reward
+from providers import DenominationKind, Reward
 from providers.rules import allows_face_value
 
 
@@ -21,7 +21,14 @@ class Pricing:
         return int((amount * rate).to_integral_value(rounding=ROUND_CEILING))
 
     def point_cost(self, reward: Reward) -> int | None:
-        return self.points_for(reward.denomination.min_value, reward.currency_code)
+        """Points for the smallest face value redeem accepts; None when there is none (left out of the catalog)."""
+        denomination = reward.denomination
+        if denomination.kind is DenominationKind.FIXED:
+            candidates = sorted(denomination.face_values)
+        else:  # the minimum, or the first whole unit above it where the provider takes whole amounts only
+            candidates = [denomination.min_value, denomination.min_value.to_integral_value(rounding=ROUND_CEILING)]
+        smallest = next((value for value in candidates if allows_face_value(reward, value)), None)
+        return None if smallest is None else self.points_for(smallest, reward.currency_code)
 
     def point_cost_for(self, reward: Reward, face_value: Decimal) -> int | None:
         """Points for that face value, or None when the reward cannot be redeemed at it."""
