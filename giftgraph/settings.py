@@ -239,6 +239,19 @@ class Settings(BaseSettings):
         url = value.get_secret_value()
         if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("database_url must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        from sqlalchemy.engine import make_url  # only when set
+
+        # Parsed here so that a bad one fails with this message, never with the parser's (which quotes the
+        # text after an unescaped '@' or ':', i.e. part of the password).
+        try:
+            parsed = make_url(url)
+            parsed.port  # noqa: B018  (a port that is not a number raises here)
+        except Exception:  # noqa: BLE001
+            raise ValueError(
+                "database_url is not a valid URL; percent-encode '@', ':' and '/' in the password"
+            ) from None
+        if parsed.host is not None and "@" in parsed.host:
+            raise ValueError("database_url is not a valid URL; percent-encode '@', ':' and '/' in the password")
         if url.startswith("postgresql+asyncpg://") and importlib.util.find_spec("asyncpg") is None:
             raise ValueError("database_url names PostgreSQL: install the driver (pip install -e '.[postgres]')")
         return value
@@ -322,6 +335,17 @@ class Settings(BaseSettings):
             raise ValueError("provider_retry_base_delay must not exceed provider_retry_max_delay")
         if self.provider_max_keepalive_connections > self.provider_max_connections:
             raise ValueError("provider_max_keepalive_connections must not exceed provider_max_connections")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_database_needs_shared_keys(self) -> Settings:
+        # Cards and stored OAuth tokens in the ledger are sealed with the card keys: replicas sharing a database
+        # with keys generated per data folder could not read each other's (and Tango would be asked again).
+        if self.database_url is not None and self.provider in ("tremendous", "tango") and not self.card_encryption_keys:
+            raise ValueError(
+                "GIFTGRAPH_CARD_ENCRYPTION_KEYS is required with GIFTGRAPH_DATABASE_URL "
+                "(the same keys on every replica)"
+            )
         return self
 
     @model_validator(mode="after")

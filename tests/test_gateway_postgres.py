@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from giftgraph.settings import ConfigurationError, load_settings
 from tests.fake_tremendous import FakeTremendous, running_fake_tremendous
 from tests.support import live_server
+from tests.test_ledger import KEY
 from tests.test_ledger_postgres import _reachable
 from tests.test_ledger_provider_api import AMAZON, START, balance, gateway_settings, orders_for, redeem, user
 
@@ -65,7 +66,7 @@ def test_given_postgresql_when_a_user_redeems_and_the_gateway_restarts_then_the_
     tmp_path: Path, fake: FakeTremendous, database: str
 ) -> None:
     user_id = user()
-    settings = gateway_settings(tmp_path, fake, database_url=database)
+    settings = gateway_settings(tmp_path, fake, database_url=database, card_encryption_keys=[KEY])
 
     with live_server(settings) as gateway:
         first = redeem(gateway, user_id, "pg-1")
@@ -84,7 +85,26 @@ def test_given_postgresql_when_a_user_redeems_and_the_gateway_restarts_then_the_
     assert keys == [("done",)]
 
 
-@pytest.mark.parametrize("url", ["mysql://root@localhost/db", "sqlite:///plain-driver.db", "postgresql://x/y"])
-def test_given_a_database_url_the_gateway_cannot_use_then_a_settings_error_naming_it(url: str) -> None:
-    with pytest.raises(ConfigurationError, match="database_url"):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://root@localhost/db",
+        "sqlite:///plain-driver.db",
+        "postgresql://x/y",
+        "postgresql+asyncpg://postgres:p@ss:w0rd-SECRET@127.0.0.1/test",  # unescaped '@' and ':' in the password
+        "postgresql+asyncpg://postgres:p@ss-SECRET@127.0.0.1/test",
+    ],
+)
+def test_given_a_database_url_the_gateway_cannot_use_then_a_settings_error_naming_it_never_its_password(
+    url: str,
+) -> None:
+    with pytest.raises(ConfigurationError, match="database_url") as raised:
         load_settings(database_url=url)
+    assert "SECRET" not in str(raised.value)
+
+
+def test_given_a_shared_database_and_a_seller_then_the_card_keys_must_be_set() -> None:
+    url = "postgresql+asyncpg://postgres@127.0.0.1:5432/anything"
+    with pytest.raises(ConfigurationError, match="GIFTGRAPH_CARD_ENCRYPTION_KEYS"):
+        load_settings(database_url=url, provider="tremendous", tremendous_api_key="k")
+    assert load_settings(database_url=url, provider="tremendous", tremendous_api_key="k", card_encryption_keys=[KEY])
