@@ -27,6 +27,16 @@ DEV_SECRET_FILE = "dev-jwt-secret"
 MAX_SUBJECT_LENGTH = 255
 
 
+def user_id_error(user_id: str) -> str | None:
+    """Why `user_id` cannot name a user, or None: blank, or longer than a bearer token's subject may be.
+    One rule for every way in: tokens (verified and issued), the loyalty webhook, `giftgraph points grant`."""
+    if not user_id.strip():
+        return "the user id must not be blank"
+    if len(user_id) > MAX_SUBJECT_LENGTH:
+        return f"the user id must be at most {MAX_SUBJECT_LENGTH} characters"
+    return None
+
+
 class InvalidToken(Exception):
     """The bearer token cannot be trusted; the message is safe to show (no token inside)."""
 
@@ -127,7 +137,7 @@ class TokenVerifier:
             reason = next((text for kind, text in _REASONS if isinstance(exc, kind)), "The token is not valid.")
             raise InvalidToken(reason) from exc
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject.strip() or len(subject) > MAX_SUBJECT_LENGTH:
+        if not isinstance(subject, str) or user_id_error(subject) is not None:
             raise InvalidToken("The token has no valid subject.")
         return claims
 

@@ -44,7 +44,9 @@ def serve(host: str | None, port: int | None) -> None:
         app = create_app(settings)
     except ConfigurationError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from exc
-    click.echo(f"giftgraph ({settings.env}, provider={settings.provider}) on http://{settings.host}:{settings.port}/graphql")
+    click.echo(
+        f"giftgraph ({settings.env}, provider={settings.provider}) on http://{settings.host}:{settings.port}/graphql"
+    )
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
 
 
@@ -53,8 +55,10 @@ def serve(host: str | None, port: int | None) -> None:
 @click.option("--ttl", type=int, default=None, help="Lifetime in seconds (default: GIFTGRAPH_DEV_TOKEN_TTL_SECONDS).")
 def token(user_id: str, ttl: int | None) -> None:
     """Print a development bearer token for USER_ID."""
-    from giftgraph.auth import issue_token
+    from giftgraph.auth import issue_token, user_id_error
 
+    if (error := user_id_error(user_id)) is not None:
+        raise click.BadParameter(error, param_hint="USER_ID")
     try:
         click.echo(issue_token(_settings(), user_id, ttl_seconds=ttl))
     except ConfigurationError as exc:  # e.g. JWKS mode: tokens come from the identity provider

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from giftgraph.auth import MAX_SUBJECT_LENGTH
+from giftgraph.auth import user_id_error
 from giftgraph.settings import ConfigurationError, Settings
 from giftgraph.webhooks import MAX_BODY_BYTES, read_body
 from providers.errors import InsufficientPoints, PointsLimitExceeded
@@ -29,17 +29,6 @@ logger = logging.getLogger(__name__)
 SOURCE = "webhook:loyalty"
 MAX_EVENT_POINTS = 1_000_000_000  # one event's credit; a balance stops at the ledger's MAX_POINTS
 MAX_REASON_LENGTH = 500
-
-
-def user_id_error(user_id: str) -> str | None:
-    """Why `user_id` cannot name a user, or None. A user is a bearer token's subject (giftgraph.auth: at
-    most 255 characters); a blank one is refused too, so points never land on an account nobody signs in as.
-    The webhook and `giftgraph points grant` both apply it."""
-    if not user_id.strip():
-        return "the user id must not be blank"
-    if len(user_id) > MAX_SUBJECT_LENGTH:
-        return f"the user id must be at most {MAX_SUBJECT_LENGTH} characters"
-    return None
 
 
 def _valid_user_id(user_id: str) -> str:

@@ -25,7 +25,7 @@ def points() -> None:
 
 
 def _user_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from giftgraph.loyalty import user_id_error  # the loyalty webhook's rule: one rule for every way in
+    from giftgraph.auth import user_id_error  # the tokens' rule: one rule for every way in
 
     error = user_id_error(value)
     if error is not None:

@@ -149,11 +149,13 @@ class IdempotencyStore:
                         idempotency_keys.c.claim_token == row.claim_token,
                     )
                     .values(lease_until=now + self._lease, claim_token=token)
+                    .returning(idempotency_keys.c.request, idempotency_keys.c.attempts)  # as they are now
                 )
-                if taken.rowcount != 1:
+                current = taken.first()
+                if current is None:
                     return Claim(user_id, key, ClaimState.IN_PROGRESS)
-                request = None if row.request is None else json.loads(row.request)
-                return Claim(user_id, key, ClaimState.ACQUIRED, token=token, request=request, attempts=row.attempts)
+                request = None if current.request is None else json.loads(current.request)
+                return Claim(user_id, key, ClaimState.ACQUIRED, token=token, request=request, attempts=current.attempts)
             return Claim(user_id, key, ClaimState.IN_PROGRESS)
 
     async def complete(self, claim: Claim, payload: dict[str, Any]) -> bool:

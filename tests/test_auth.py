@@ -292,6 +292,18 @@ def test_given_a_configured_secret_when_a_token_is_printed_then_no_secret_file_i
     assert not (tmp_path / DEV_SECRET_FILE).exists()
 
 
+@pytest.mark.parametrize("user_id", ["", "   ", "u" * 256], ids=["empty", "blank", "too-long"])
+def test_given_a_user_id_no_token_may_carry_when_a_token_is_asked_for_then_a_usage_error(
+    tmp_path: Path, user_id: str
+) -> None:
+    env = {**_cli_env(tmp_path), "GIFTGRAPH_JWT_SECRET": TEST_SECRET}
+
+    result = CliRunner().invoke(cli, ["token", user_id], env=env)
+
+    assert result.exit_code == 2 and "USER_ID" in result.output
+    assert "eyJ" not in result.output  # no token printed (a JWT starts with the base64 of {")
+
+
 # Configuration that must be refused
 
 

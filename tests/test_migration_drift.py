@@ -45,11 +45,19 @@ COMPONENTS: dict[str, tuple[Callable[[AsyncEngine], Awaitable[None]], Callable[[
 async def drift(engine: AsyncEngine, metadata: MetaData) -> list[Any]:
     def compare(connection: Any) -> list[Any]:
         context = MigrationContext.configure(connection)
-        # Tables the metadata does not own (Alembic's version tables) are not drift.
+        # Alembic's own version tables are not drift; any other table the metadata lacks is, except the other
+        # component's (both histories share one database).
+        others = {name for source in (ledger_metadata, gateway_metadata()) for name in source.tables} - set(
+            metadata.tables
+        )
         return [
             difference
             for difference in compare_metadata(context, metadata)
-            if not (isinstance(difference, tuple) and difference[0] == "remove_table")
+            if not (
+                isinstance(difference, tuple)
+                and difference[0] == "remove_table"
+                and (difference[1].name.endswith("alembic_version") or difference[1].name in others)
+            )
         ]
 
     async with engine.connect() as conn:
