@@ -5,7 +5,6 @@ without a server at 127.0.0.1:5432, except under .ci/run (GIFTGRAPH_TEST_REQUIRE
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from giftgraph.settings import ConfigurationError, load_settings
 from tests.fake_tremendous import FakeTremendous, running_fake_tremendous
 from tests.support import live_server
 from tests.test_ledger import KEY
-from tests.test_ledger_postgres import _reachable
+from tests.test_ledger_postgres import require_postgres
 from tests.test_ledger_provider_api import AMAZON, START, balance, gateway_settings, orders_for, redeem, user
 
 ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -43,11 +42,7 @@ def run_sql(url: str, sql: str, **params: Any) -> list[Any]:
 @pytest.fixture
 def database() -> Iterator[str]:
     """A fresh database's async URL."""
-    pytest.importorskip("asyncpg")
-    if not _reachable():
-        if os.environ.get("GIFTGRAPH_TEST_REQUIRE_POSTGRES"):
-            pytest.fail("GIFTGRAPH_TEST_REQUIRE_POSTGRES is set but no PostgreSQL answers at 127.0.0.1:5432")
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    require_postgres()
     name = f"giftgraph_test_{uuid.uuid4().hex[:12]}"
     run_sql(ADMIN_URL, f'CREATE DATABASE "{name}"')
     try:

@@ -46,17 +46,22 @@ def _reachable() -> bool:
         return False
 
 
-@pytest.fixture
-async def engines() -> AsyncIterator[Callable[[], AsyncEngine]]:
-    """Makes engines (each its own pool, as separate processes have) on a fresh schema."""
+def require_postgres() -> None:
+    """Skip without asyncpg or a server, except under .ci/run (GIFTGRAPH_TEST_REQUIRE_POSTGRES): CI has both,
+    so there a missing one fails rather than skips silently."""
+    required = bool(os.environ.get("GIFTGRAPH_TEST_REQUIRE_POSTGRES"))
     try:
         import asyncpg  # noqa: F401
     except ImportError:
-        pytest.skip("asyncpg is not installed (pip install -e '.[test]')")
+        (pytest.fail if required else pytest.skip)("asyncpg is not installed (pip install -e '.[test]')")
     if not _reachable():
-        if os.environ.get("GIFTGRAPH_TEST_REQUIRE_POSTGRES"):  # set by .ci/run: CI has a server, so no silent skip
-            pytest.fail("GIFTGRAPH_TEST_REQUIRE_POSTGRES is set but no PostgreSQL answers at 127.0.0.1:5432")
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+        (pytest.fail if required else pytest.skip)("no PostgreSQL answers at 127.0.0.1:5432")
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[Callable[[], AsyncEngine]]:
+    """Makes engines (each its own pool, as separate processes have) on a fresh schema."""
+    require_postgres()
     schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
     admin = create_async_engine(PG_URL)
     made: list[AsyncEngine] = []
