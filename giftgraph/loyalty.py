@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from giftgraph.auth import user_id_error
 from giftgraph.settings import ConfigurationError, Settings
-from giftgraph.webhooks import MAX_BODY_BYTES, read_body
+from giftgraph.webhooks import MAX_BODY_BYTES, error_response, read_body, unavailable_response
 from providers.errors import InsufficientPoints, PointsLimitExceeded
 from providers.events import BalanceChanged
 from providers.ledger.store import MAX_POINTS
@@ -70,15 +70,15 @@ def loyalty_route(verifier: WebhookVerifier | None) -> Route:
     async def receive(request: Request) -> JSONResponse:
         ledger = getattr(request.app.state.services.provider, "ledger", None)
         if verifier is None or ledger is None:
-            return _answer(404, "not_found", "loyalty webhooks are not configured")
+            return error_response(404, "not_found", "loyalty webhooks are not configured")
         body = await read_body(request)
         if body is None:
-            return _answer(413, "payload_too_large", f"a webhook body is at most {MAX_BODY_BYTES} bytes")
+            return error_response(413, "payload_too_large", f"a webhook body is at most {MAX_BODY_BYTES} bytes")
         try:
             event_id = verifier.authenticate(request.headers, body)
         except WebhookRejected as exc:
             logger.warning("loyalty webhook refused: not verified", extra={"reason": str(exc)})
-            return _answer(401, "invalid_signature", "the webhook signature could not be verified")
+            return error_response(401, "invalid_signature", "the webhook signature could not be verified")
         try:
             event = _Event.model_validate_json(body)
             if event.type != "points.earned":
@@ -90,7 +90,7 @@ def loyalty_route(verifier: WebhookVerifier | None) -> Route:
             logger.warning(
                 "loyalty webhook refused: not a points.earned event", extra={"webhook_id": event_id, "fields": fields}
             )
-            return _answer(400, "invalid_event", "the body is not a valid points.earned event")
+            return error_response(400, "invalid_event", "the body is not a valid points.earned event")
         log = {"webhook_id": event_id, "user_id": earned.user_id, "points": earned.points}
         try:
             granted = await ledger.grant(
@@ -99,21 +99,17 @@ def loyalty_route(verifier: WebhookVerifier | None) -> Route:
         except PointsLimitExceeded:
             # Rolled back with the event id: a redelivery is weighed afresh against the balance of then.
             logger.warning("loyalty webhook refused: over the points limit", extra=log)
-            return _answer(
+            return error_response(
                 422,
                 "points_limit_exceeded",
                 f"the user's points, available and reserved, would pass {MAX_POINTS}: nothing was credited",
             )
         except (InsufficientPoints, ValueError) as exc:  # the model rules these out; a 4xx, never a retry loop
             logger.warning("loyalty webhook refused: not a grant", extra={**log, "error": type(exc).__name__})
-            return _answer(400, "invalid_event", "the grant cannot be applied")
+            return error_response(400, "invalid_event", "the grant cannot be applied")
         except Exception as exc:  # the database: the sender retries a 503
             logger.error("loyalty webhook failed", extra={**log, "error": type(exc).__name__})
-            return JSONResponse(
-                {"error": {"code": "unavailable", "message": "try again later"}},
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
+            return unavailable_response("try again later", 5)
         if granted is None:
             logger.info("loyalty webhook duplicate", extra=log)
             return JSONResponse({"status": "duplicate"})
@@ -122,7 +118,3 @@ def loyalty_route(verifier: WebhookVerifier | None) -> Route:
         return JSONResponse({"status": "processed"})
 
     return Route("/webhooks/loyalty", receive, methods=["POST"])
-
-
-def _answer(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)

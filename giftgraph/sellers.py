@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from giftgraph.webhooks import MAX_BODY_BYTES, read_body
+from giftgraph.webhooks import MAX_BODY_BYTES, error_response, read_body, unavailable_response
 from providers.errors import ProviderError
 from providers.fulfilment import CatalogEvent, OrderEvent, WebhookSignatureInvalid
 
@@ -41,18 +41,18 @@ def _receiver(seller: str) -> Any:
     async def receive(request: Request) -> JSONResponse:
         provider = _seller(request, seller)
         if provider is None:
-            return _answer(404, "not_found", "no such provider")
+            return error_response(404, "not_found", "no such provider")
         body = await read_body(request)
         if body is None:
-            return _answer(413, "payload_too_large", f"a webhook body is at most {MAX_BODY_BYTES} bytes")
+            return error_response(413, "payload_too_large", f"a webhook body is at most {MAX_BODY_BYTES} bytes")
         try:
             events = provider.fulfilment.verify_webhook(request.headers, body)
         except WebhookSignatureInvalid as exc:
             logger.warning("webhook refused: not verified", extra={"provider": provider.name, "reason": str(exc)})
-            return _answer(401, "invalid_signature", "the webhook signature could not be verified")
+            return error_response(401, "invalid_signature", "the webhook signature could not be verified")
         except ValueError:
             logger.warning("webhook refused: not an event", extra={"provider": provider.name})
-            return _answer(400, "invalid_event", "the body is not an event of this provider")
+            return error_response(400, "invalid_event", "the body is not an event of this provider")
         try:
             for event in events:
                 if isinstance(event, OrderEvent):
@@ -63,16 +63,10 @@ def _receiver(seller: str) -> Any:
         except ProviderError as exc:
             logger.warning("webhook deferred: provider unavailable", extra={"provider": provider.name})
             retry_after = exc.retry_after if exc.retry_after is not None else 5
-            return JSONResponse(
-                {"error": {"code": "unavailable", "message": "the provider could not be asked; retry"}},
-                status_code=503,
-                headers={"Retry-After": str(int(max(1, retry_after)))},
-            )
+            return unavailable_response("the provider could not be asked; retry", retry_after)
         except Exception as exc:  # the database: never a 500, the sender retries
             logger.error("webhook failed", extra={"provider": provider.name, "error": type(exc).__name__})
-            return JSONResponse(
-                {"error": {"code": "unavailable", "message": "retry"}}, status_code=503, headers={"Retry-After": "5"}
-            )
+            return unavailable_response("retry", 5)
         logger.info("webhook processed", extra={"provider": provider.name, "events": len(events)})
         return JSONResponse({"status": "processed"})
 
@@ -109,7 +103,3 @@ async def metrics(request: Request) -> PlainTextResponse:
             f"{funding['available']}",
         ]
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-
-
-def _answer(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)

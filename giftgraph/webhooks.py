@@ -61,28 +61,28 @@ def webhook_route(verifiers: Mapping[str, WebhookVerifier]) -> Route:
         if verifier is None:
             known = provider in CONTRACT_PROVIDERS
             message = "webhooks are not configured for this provider" if known else "no such provider"
-            return _error(404, "not_found", message)
+            return error_response(404, "not_found", message)
         body = await read_body(request)
         if body is None:
-            return _error(413, "payload_too_large", f"a webhook body is at most {MAX_BODY_BYTES} bytes")
+            return error_response(413, "payload_too_large", f"a webhook body is at most {MAX_BODY_BYTES} bytes")
         try:
             event = verifier.verify(request.headers, body)
         except InvalidWebhookEvent as exc:
             logger.warning("webhook refused: invalid event", extra={"reason": str(exc)})
-            return _error(400, "invalid_event", str(exc))
+            return error_response(400, "invalid_event", str(exc))
         except WebhookRejected as exc:
             logger.warning("webhook refused: not verified", extra={"reason": str(exc)})
-            return _error(401, "invalid_signature", "the webhook signature could not be verified")
+            return error_response(401, "invalid_signature", "the webhook signature could not be verified")
         service: WebhookService = request.app.state.webhooks
         log = {"webhook_id": event.id, "webhook_type": event.type}
         try:
             outcome = await service.handle(provider, event)
         except WebhookDeferred as exc:
             logger.warning("webhook deferred: provider unavailable", extra=log)
-            return _unavailable(str(exc), exc.retry_after)
+            return unavailable_response(str(exc), exc.retry_after)
         except Exception as exc:  # the database or a bug: never a 500, the sender's retry may succeed
             logger.error("webhook failed", extra={**log, "error": type(exc).__name__})
-            return _unavailable("the webhook could not be processed now", DEFAULT_RETRY_AFTER)
+            return unavailable_response("the webhook could not be processed now", DEFAULT_RETRY_AFTER)
         logger.info("webhook %s", outcome.value, extra=log)
         return JSONResponse({"status": outcome.value})
 
@@ -107,14 +107,25 @@ async def read_body(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    """Every webhook receiver's refusal: `{"error": {"code", "message"}}` with the status."""
     return JSONResponse({"error": {"code": code, "message": message}}, status)
 
 
-def _unavailable(message: str, retry_after: float) -> JSONResponse:
-    response = _error(503, "unavailable", message)
+def unavailable_response(message: str, retry_after: float) -> JSONResponse:
+    """503 with `Retry-After` (whole seconds, at least 1): nothing was recorded, the sender retries."""
+    response = error_response(503, "unavailable", message)
     response.headers["Retry-After"] = str(max(1, round(retry_after)))
     return response
 
 
-__all__ = ["CONTRACT_PROVIDERS", "MAX_BODY_BYTES", "webhook_route", "webhook_secrets", "webhook_verifiers"]
+__all__ = [
+    "CONTRACT_PROVIDERS",
+    "MAX_BODY_BYTES",
+    "error_response",
+    "read_body",
+    "unavailable_response",
+    "webhook_route",
+    "webhook_secrets",
+    "webhook_verifiers",
+]
