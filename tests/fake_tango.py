@@ -32,7 +32,6 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -41,6 +40,7 @@ from starlette.routing import Route
 from providers.fulfilment import OrderRequest
 from providers.http import HttpPolicy
 from providers.tango import TangoProvider, build_tango
+from tests.servers import ThreadedServer
 
 PLATFORM_NAME, PLATFORM_KEY = "giftgraph-platform", "platform-key-never-logged"
 CLIENT_ID, CLIENT_SECRET = "tango-client", "tango-client-secret-never-logged"
@@ -343,14 +343,10 @@ class FakeTango:
             return JSONResponse(order)
 
 
-class RunningFakeTango:
+class RunningFakeTango(ThreadedServer):
     def __init__(self, state: FakeTangoState) -> None:
         self.fake = FakeTango(state)
-        config = uvicorn.Config(self.fake.app, host="127.0.0.1", port=0, log_config=None, access_log=False,
-                                lifespan="off")  # fmt: skip
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="fake-tango")
-        self.port = 0
+        super().__init__(self.fake.app, name="the fake Tango", lifespan="off", access_log=False)
 
     @property
     def state(self) -> FakeTangoState:
@@ -359,20 +355,6 @@ class RunningFakeTango:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> RunningFakeTango:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Tango server did not start")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=20)
 
 
 @contextmanager

@@ -30,11 +30,12 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.servers import ThreadedServer
 
 API_KEY = "TEST_fake-tremendous-key"
 PREFIX = "/api/v2"
@@ -333,23 +334,18 @@ def create_fake_tremendous_app(state: FakeTremendousState) -> Starlette:
     )
 
 
-class FakeTremendous:
+class FakeTremendous(ThreadedServer):
     """The fake under uvicorn in a thread, on a free loopback port."""
 
     def __init__(self, state: FakeTremendousState | None = None) -> None:
         self.state = state or FakeTremendousState()
-        config = uvicorn.Config(
+        super().__init__(
             create_fake_tremendous_app(self.state),
-            host="127.0.0.1",
-            port=0,
-            log_config=None,
+            name="the fake Tremendous",
             lifespan="off",
             access_log=False,
-            timeout_graceful_shutdown=2,
+            graceful_shutdown=2,
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="fake-tremendous")
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -358,21 +354,6 @@ class FakeTremendous:
     @property
     def api_key(self) -> str:
         return self.state.api_key
-
-    def start(self) -> FakeTremendous:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the fake Tremendous did not start")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.should_exit = True
-            self._thread.join(timeout=20)
 
 
 @contextmanager

@@ -9,22 +9,19 @@ loopback port, with helpers over its admin routes (faults, stats, grants).
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 
 from providers.sandbox.config import SandboxConfig
 from providers.sandbox.credentials import SandboxCredentials, load_or_create
 from providers.sandbox.provider import SandboxProvider
 from providers.sandbox.service import SandboxServiceConfig, create_sandbox_app
 from providers.sandbox.webhook_sender import WebhookSender
+from tests.servers import ThreadedServer
 
 CREDENTIALS_FILE = "sandbox-credentials.json"
 DATABASE_FILE = "sandbox-service.db"
@@ -45,34 +42,17 @@ def sandbox_service_config(tmp_path: Path, **overrides: Any) -> SandboxServiceCo
     return SandboxServiceConfig(**values)
 
 
-class SandboxService:
+class SandboxService(ThreadedServer):
     """The running service: where it is, who may call it, and its admin routes as methods."""
 
     def __init__(self, config: SandboxServiceConfig) -> None:
         self.config = config
         self.app = create_sandbox_app(config)
-        server_config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=0,
-            log_config=None,
-            lifespan="on",
-            access_log=False,
-            timeout_graceful_shutdown=2,  # a hung fault must not hold the test up
-        )
-        self._server = uvicorn.Server(server_config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="sandbox-service")
-        self.port = 0
+        super().__init__(self.app, name="the sandbox service", access_log=False, graceful_shutdown=2)
         self._admin_client: httpx.Client | None = None
 
     def start(self) -> SandboxService:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the sandbox service did not start")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        super().start()
         # One client for the admin helpers: building an httpx client costs more than the call.
         self._admin_client = self.client()
         return self
@@ -81,9 +61,7 @@ class SandboxService:
         if self._admin_client is not None:
             self._admin_client.close()
             self._admin_client = None
-        if self._thread.is_alive():
-            self._server.should_exit = True
-            self._thread.join(timeout=20)
+        super().stop()
 
     # Where and who
 
@@ -111,11 +89,6 @@ class SandboxService:
         """A synchronous client with the API key, for this service."""
         kwargs.setdefault("timeout", 10)
         return httpx.Client(base_url=self.url, auth=self.auth, **kwargs)
-
-    def run(self, coro: Any, *, timeout: float = 30) -> Any:
-        """Run a coroutine on the service's own event loop (where its provider lives); its result."""
-        loop = self._server.servers[0].get_loop()
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
     # Admin routes
 

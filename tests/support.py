@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -13,12 +12,12 @@ from typing import Any
 
 import httpx
 import sqlalchemy
-import uvicorn
 import websockets
 
 from giftgraph.app import create_app
 from giftgraph.auth import issue_token
 from giftgraph.settings import Settings
+from tests.servers import ThreadedServer
 
 TEST_SECRET = "test-secret-not-for-production-0123456789abcdef"
 OPERATIONS = Path(__file__).resolve().parents[1] / "graphql" / "operations"
@@ -45,30 +44,13 @@ def operation(name: str) -> str:
     return (OPERATIONS / f"{name}.graphql").read_text()
 
 
-class LiveServer:
+class LiveServer(ThreadedServer):
     """The real app under uvicorn, in a thread, on a free loopback port."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **app_options: Any) -> None:
         self.settings = settings
-        self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self.port = 0
-
-    def start(self) -> LiveServer:
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=20)
+        self.app = create_app(settings, **app_options)
+        super().__init__(self.app, name="the gateway")
 
     @property
     def url(self) -> str:
@@ -194,12 +176,7 @@ class FactoryLiveServer(LiveServer):
     """A LiveServer whose app gets its provider from `provider_factory` (a fake at the provider boundary)."""
 
     def __init__(self, settings: Settings, provider_factory: Any) -> None:
-        self.settings = settings
-        self.app = create_app(settings, provider_factory=provider_factory)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self.port = 0
+        super().__init__(settings, provider_factory=provider_factory)
 
 
 @contextmanager
@@ -213,8 +190,7 @@ def live_server_with_provider(settings: Settings, provider_factory: Any) -> Iter
 
 def run_on_server_loop(server: LiveServer, coro: Any, *, timeout: float = 30) -> Any:
     """Run a coroutine on the live server's own event loop (where its provider and engines live); its result."""
-    loop = server._server.servers[0].get_loop()
-    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+    return server.run(coro, timeout=timeout)
 
 
 def codes(body: dict[str, Any]) -> list[str]:
