@@ -46,6 +46,18 @@ def fake() -> Iterator[FakeTremendous]:
         yield running
 
 
+# A seller-backed gateway that settles quickly: short retries and budget, a busy reconciler, no breaker trips.
+FAST_SAGA: dict[str, Any] = {
+    "ledger_starting_balance": START,
+    "provider_retry_base_delay": 0.01,
+    "provider_retry_max_delay": 0.05,
+    "provider_call_budget_seconds": 2.0,  # the reconciler may look at a PENDING one after twice this
+    "provider_breaker_failure_threshold": 1000,
+    "reconcile_interval_seconds": 0.1,
+    "reconcile_max_backoff_seconds": 0.5,
+}
+
+
 def gateway_settings(data_dir: Path, fake: FakeTremendous, **overrides: Any) -> Any:
     values: dict[str, Any] = {
         "provider": "tremendous",
@@ -53,15 +65,9 @@ def gateway_settings(data_dir: Path, fake: FakeTremendous, **overrides: Any) -> 
         "tremendous_api_key": fake.api_key,
         "tremendous_webhook_secret": "tremendous-webhook-key-for-tests",
         "tremendous_rate_limit_per_second": 0,
-        "ledger_starting_balance": START,
-        "provider_retry_base_delay": 0.01,
-        "provider_retry_max_delay": 0.05,
-        "provider_call_budget_seconds": 2.0,  # the reconciler may look at a PENDING one after twice this
+        **FAST_SAGA,
         "provider_read_timeout": 2.0,
-        "reconcile_interval_seconds": 0.1,
-        "reconcile_max_backoff_seconds": 0.5,
         "funding_balance_ttl_seconds": 60,
-        "provider_breaker_failure_threshold": 1000,
     }
     values.update(overrides)
     return make_settings(data_dir, **values)

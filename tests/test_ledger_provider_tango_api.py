@@ -38,10 +38,10 @@ from tests.support import (
     operation,
     run_on_server_loop,
 )
+from tests.test_ledger_provider_api import FAST_SAGA, START
 
 REDEEM = operation("Redeem")
 VIEWER_BALANCE = operation("ViewerBalance")
-START = 5_000
 COFFEE = "U000001"  # Coffee Co $10, fixed value: 1,000 points
 
 
@@ -60,13 +60,7 @@ def gateway_settings(data_dir: Path, fake: RunningFakeTango, **overrides: Any) -
         "tango_account_identifier": ACCOUNT,
         "tango_customer_identifier": CUSTOMER,
         "tango_rate_limit_per_second": 0,
-        "ledger_starting_balance": START,
-        "provider_retry_base_delay": 0.01,
-        "provider_retry_max_delay": 0.05,
-        "provider_call_budget_seconds": 2.0,  # the reconciler may look at a PENDING one after twice this
-        "provider_breaker_failure_threshold": 1000,
-        "reconcile_interval_seconds": 0.1,
-        "reconcile_max_backoff_seconds": 0.5,
+        **FAST_SAGA,
     }
     values.update(overrides)
     return make_settings(data_dir, **values)
