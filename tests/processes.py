@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sqlite3
 import subprocess
@@ -16,11 +17,36 @@ import httpx
 
 from tests.support import TEST_SECRET
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port for a child process to listen on, chosen outside the kernel's ephemeral range.
+
+    A port from bind(0) lies in that range, so between our check and the child's bind any outgoing
+    connection (a gateway calling its seller, say) may take it as its source port, and the child then
+    fails to start with EADDRINUSE. Below the range only another listener can take it: ports are
+    handed out once per session and checked free.
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in range(20000, 32768) if port not in ephemeral and port not in _handed_out]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise AssertionError("no free loopback port below the ephemeral range")
 
 
 def wait_until_answering(
@@ -67,16 +93,19 @@ class GatewayProcess:
             **settings,
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / f"gateway-{self.port}.log"  # every life's output, quoted when one fails to start
 
     def start(self, *, timeout: float = 40) -> GatewayProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "giftgraph", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until_answering(self._ready, self.process, timeout=timeout)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "giftgraph", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until_answering(self._ready, self.process, timeout=timeout, output=self.output)
         return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def kill(self) -> None:
         assert self.process is not None

@@ -5,7 +5,6 @@ signature: retries keep the id, a final answer stops them, and the service's eve
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from providers.rest.contract import RedemptionSettledData
 from providers.sandbox import failing_reward_ids
 from providers.sandbox.credentials import load_or_create, new_webhook_secret
 from providers.sandbox.webhook_sender import Delivery, WebhookRetry, WebhookSender
+from tests.processes import free_port
 from tests.sandbox_service import CREDENTIALS_FILE, SandboxService, running_sandbox_service
 
 FAST = WebhookRetry(max_attempts=3, base_delay=0.01, max_delay=0.05, timeout=1.0, drain_seconds=0.5)
@@ -106,12 +106,6 @@ async def settled(delivery: Delivery, timeout: float = 5.0) -> Delivery:
         assert time.monotonic() < deadline, f"delivery unsettled: {delivery}"
         await asyncio.sleep(0.01)
     return delivery
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # The sender on its own
