@@ -180,7 +180,7 @@ async def test_given_a_hung_provider_and_retries_when_calling_then_the_call_budg
             with pytest.raises(perr.ProviderTimeout):
                 await client.get("/v1/rewards", operation="list_rewards")
             elapsed = time.monotonic() - started_at
-    assert elapsed < 1.2
+    assert elapsed < 2.0  # ten unbounded attempts would take 3 s; the margin is for loaded machines
     assert 2 <= len(server.requests) <= 3  # 0.3 s each, within 0.8 s
 
 
