@@ -372,7 +372,9 @@ def test_given_a_redeem_cancelled_mid_provider_call_then_the_key_stays_pending_a
     response = post(slow, REDEEM, variables, token=user)
 
     assert (response.status_code, codes(response.json())) == (504, ["TIMEOUT"])
-    assert slow.provider.calls.get("redeem") == 1  # the provider call had started
+    # The provider call had started (the reconciler, every 0.1 s here, may already have resent it:
+    # exactly one redemption is asserted on the history below).
+    assert slow.provider.calls.get("redeem") >= 1
     slow.provider.faults.clear()
     # The call may have reached the provider: the key is kept with its request (for the retry below,
     # or the reconciler, whichever comes first), never released.

@@ -45,7 +45,10 @@ class LossySandbox(SandboxProvider):
 
     slow = 0.0  # seconds each redeem call waits before the sandbox sees it (a provider slower than the lease)
 
+    entered = 0  # redeem calls that have reached this provider, counted before any wait
+
     async def redeem(self, request: RedeemRequest) -> RedeemResult:
+        self.entered += 1
         if self.slow:
             await asyncio.sleep(self.slow)
         # Scheduled losses come first, then scheduled refusals.
@@ -201,12 +204,15 @@ def test_given_a_provider_slower_than_the_lease_then_the_same_process_never_send
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             first_call = pool.submit(redeem, slow_server, token, "slow-1", reward)
-            time.sleep(0.6)  # the lease has lapsed; the call is still at the provider
+            # The first request's call has reached the provider (a loaded machine may take a while);
+            # then past the 0.2 s lease, while the call is still there.
+            eventually(lambda: slow_server.provider.entered == 1)
+            time.sleep(0.4)
             retried = redeem(slow_server, token, "slow-1", reward)
             first = first_call.result(timeout=30)
         eventually(lambda: pending_keys(slow_server) == 0)
 
         assert first["userErrors"] == [] and first["redemption"]["status"] == "PENDING"
         assert [e["code"] for e in retried["userErrors"]] in (["REDEMPTION_IN_PROGRESS"], [])
-        assert slow_server.provider.calls.get("redeem") == 1
+        assert slow_server.provider.calls.get("redeem") == slow_server.provider.entered == 1
         assert provider_side(slow_server, user, "slow-1") == (1, 1)

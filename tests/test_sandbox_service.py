@@ -418,7 +418,7 @@ def test_given_a_hang_when_the_client_times_out_then_a_read_timeout_and_the_serv
             impatient.get("/v1/rewards")
         started = time.monotonic()
         assert impatient.get("/v1/rewards").status_code == 200
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # not stuck behind the 30 s hang; the margin is for loaded machines
 
 
 def test_given_a_reset_when_called_then_the_connection_drops_before_any_body(
@@ -600,12 +600,16 @@ def test_given_any_request_then_a_request_id_comes_back_and_the_log_line_carries
         token = _token(
             anonymous, data={"grant_type": "client_credentials"}, auth=(creds.client_id, creds.client_secret)
         ).json()["access_token"]
-        time.sleep(0.5)  # fulfilment: the card exists now
-        fetched = anonymous.get(
-            "/v1/redemptions/batch",
-            params={"id": made.json()["redemption"]["id"]},
-            headers={"Authorization": f"Bearer {token}", "X-Request-ID": "trace-me-1"},
-        )
+        deadline = time.monotonic() + 10
+        while True:  # until fulfilment (0.3 s here; longer on a loaded machine) has made the card
+            fetched = anonymous.get(
+                "/v1/redemptions/batch",
+                params={"id": made.json()["redemption"]["id"]},
+                headers={"Authorization": f"Bearer {token}", "X-Request-ID": "trace-me-1"},
+            )
+            if fetched.json()["items"][0]["gift_card"] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
 
     card = fetched.json()["items"][0]["gift_card"]
     assert card is not None and fetched.headers["X-Request-ID"] == "trace-me-1"
