@@ -298,7 +298,7 @@ async def test_given_20_per_second_when_sending_10_requests_then_they_are_spread
         started_at = time.monotonic()
         await asyncio.gather(*(client.get("/v1/rewards", operation="list_rewards") for _ in range(10)))
         elapsed = time.monotonic() - started_at
-    assert 0.4 <= elapsed < 1.0  # 9 gaps of 1/20 s
+    assert 0.4 <= elapsed < 2.0  # 9 gaps of 1/20 s; the ceiling has a loaded machine's margin
     gaps = [b - a for a, b in zip(sent_at, sent_at[1:], strict=False)]
     assert min(gaps) > 0.03  # no bursts: evenly spaced
 
@@ -308,7 +308,7 @@ async def test_given_the_limiter_off_when_sending_10_requests_then_they_go_at_on
     async with started(make_client(httpx.MockTransport(lambda request: ok()), policy=policy)) as client:
         started_at = time.monotonic()
         await asyncio.gather(*(client.get("/v1/rewards", operation="list_rewards") for _ in range(10)))
-    assert time.monotonic() - started_at < 0.2
+    assert time.monotonic() - started_at < 0.35  # with the 20/s limiter on, the same takes 0.45 s
 
 
 async def test_given_retries_when_rate_limited_then_every_attempt_waits_for_the_limiter() -> None:

@@ -200,7 +200,7 @@ async def test_given_a_slow_drip_when_each_read_is_in_time_then_the_call_budget_
         started_at = time.monotonic()
         with pytest.raises(perr.ProviderTimeout) as raised:
             await client.post("/v1/redemptions", json={}, operation="redeem", idempotency_key="k")
-    assert time.monotonic() - started_at < 0.8
+    assert time.monotonic() - started_at < 2.0  # the drip alone lasts 5 s; the margin is for loaded machines
     assert raised.value.maybe_committed is True
     assert isinstance(raised.value.__cause__, TimeoutError)
 

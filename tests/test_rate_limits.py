@@ -165,11 +165,13 @@ def test_given_anonymous_clients_then_each_address_has_a_budget_of_its_own(own_s
 
 
 def test_given_a_refused_operation_when_retried_after_retry_after_then_it_runs(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, rate_limit_points=100, rate_limit_window_seconds=1, max_query_cost=100)
+    # A 3 s window: the second request must land in the first one's window, also on a loaded machine.
+    settings = make_settings(tmp_path, rate_limit_points=100, rate_limit_window_seconds=3, max_query_cost=100)
     query = "{ catalog(first: 60) { nodes { id } } }"  # 61 points
     with live_server(settings) as server:
         assert post(server, query).status_code == 200
         refused = post(server, query)
+        assert refused.status_code == 429
         time.sleep(int(refused.headers["Retry-After"]))
 
         retried = post(server, query)

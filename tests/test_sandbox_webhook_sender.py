@@ -31,7 +31,8 @@ from providers.sandbox.webhook_sender import Delivery, WebhookRetry, WebhookSend
 from tests.processes import free_port
 from tests.sandbox_service import CREDENTIALS_FILE, SandboxService, running_sandbox_service
 
-FAST = WebhookRetry(max_attempts=3, base_delay=0.01, max_delay=0.05, timeout=1.0, drain_seconds=0.5)
+# A 5 s timeout: a receiver slowed by a loaded machine must not cost an extra attempt (counts are asserted).
+FAST = WebhookRetry(max_attempts=3, base_delay=0.01, max_delay=0.05, timeout=5.0, drain_seconds=0.5)
 
 
 class Ping(BaseModel):

@@ -406,7 +406,8 @@ async def test_given_a_subscription_when_its_token_expires_then_the_socket_is_cl
     settings = make_settings(tmp_path_factory.mktemp("ws-expiry"), jwt_leeway_seconds=0)
     with live_server(settings) as short:
         user = new_user()
-        expiring = {"authorization": f"Bearer {short.token(user, ttl_seconds=2)}"}
+        # 4 s (3-4 s of life, exp being whole seconds): enough for both sockets to start on a loaded machine
+        expiring = {"authorization": f"Bearer {short.token(user, ttl_seconds=4)}"}
         lasting = {"authorization": f"Bearer {short.token(user)}"}
         async with ws_connect(short, init_payload=expiring) as ws, ws_connect(short, init_payload=lasting) as other:
             assert (await ws.receive())["type"] == "connection_ack"
@@ -415,7 +416,7 @@ async def test_given_a_subscription_when_its_token_expires_then_the_socket_is_cl
             assert (await ws.receive())["type"] == "next"  # the current balance, while the token holds
 
             with pytest.raises(websockets.ConnectionClosed) as closed:
-                await ws.receive(timeout=10)
+                await ws.receive(timeout=15)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
             # A connection whose token still holds is left alone.
             await other.subscribe(operation("BalanceChanged"))
