@@ -5,8 +5,15 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from giftgraph.logs import log_handler
+
+# Property tests draw the same examples on every run (and keep no example database): a CI run that fails
+# fails again on the next, and a green one is not luck. Explore with `--hypothesis-profile=explore`.
+settings.register_profile("giftgraph", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False, database=None)
+settings.load_profile("giftgraph")
 
 
 @pytest.fixture

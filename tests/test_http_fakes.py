@@ -199,10 +199,7 @@ async def raw_server(behaviour: str) -> AsyncIterator[RawServer]:
 
 
 def closed_port_url() -> str:
-    """A loopback URL nobody listens on: connecting is refused."""
-    import socket
+    """A loopback URL nobody listens on: connecting is refused (free_port's ports go to no one else)."""
+    from tests.processes import free_port
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
