@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import socket
@@ -20,6 +21,7 @@ from tests.support import TEST_SECRET
 _handed_out: set[int] = set()
 
 
+@functools.cache
 def _ephemeral_ports() -> range:
     try:
         low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
@@ -33,11 +35,11 @@ def free_port() -> int:
 
     A port from bind(0) lies in that range, so between our check and the child's bind any outgoing
     connection (a gateway calling its seller, say) may take it as its source port, and the child then
-    fails to start with EADDRINUSE. Below the range only another listener can take it: ports are
+    fails to start with EADDRINUSE. Outside the range only another listener can take it: ports are
     handed out once per session and checked free.
     """
     ephemeral = _ephemeral_ports()
-    candidates = [port for port in range(20000, 32768) if port not in ephemeral and port not in _handed_out]
+    candidates = [port for port in range(20000, 65536) if port not in ephemeral and port not in _handed_out]
     for port in random.sample(candidates, min(200, len(candidates))):
         with socket.socket() as sock:
             try:
@@ -46,7 +48,7 @@ def free_port() -> int:
                 continue
         _handed_out.add(port)
         return port
-    raise AssertionError("no free loopback port below the ephemeral range")
+    raise AssertionError("no free loopback port outside the ephemeral range")
 
 
 def wait_until_answering(

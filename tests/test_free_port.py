@@ -7,7 +7,7 @@ import socket
 from tests.processes import _ephemeral_ports, free_port
 
 
-def test_ports_lie_below_the_ephemeral_range_are_free_and_never_handed_out_twice() -> None:
+def test_ports_lie_outside_the_ephemeral_range_are_free_and_never_handed_out_twice() -> None:
     ephemeral = _ephemeral_ports()
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == len(ports)

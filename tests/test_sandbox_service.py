@@ -30,6 +30,7 @@ from providers.rest.contract import (
 from providers.sandbox import SandboxConfig, failing_reward_ids
 from providers.sandbox.store import MAX_BALANCE
 from tests.sandbox_service import SandboxService, running_sandbox_service
+from tests.support import eventually
 
 USER = "svc-user"
 
@@ -600,16 +601,17 @@ def test_given_any_request_then_a_request_id_comes_back_and_the_log_line_carries
         token = _token(
             anonymous, data={"grant_type": "client_credentials"}, auth=(creds.client_id, creds.client_secret)
         ).json()["access_token"]
-        deadline = time.monotonic() + 10
-        while True:  # until fulfilment (0.3 s here; longer on a loaded machine) has made the card
-            fetched = anonymous.get(
+
+        def fetch() -> httpx.Response:
+            return anonymous.get(
                 "/v1/redemptions/batch",
                 params={"id": made.json()["redemption"]["id"]},
                 headers={"Authorization": f"Bearer {token}", "X-Request-ID": "trace-me-1"},
             )
-            if fetched.json()["items"][0]["gift_card"] is not None or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+
+        # Fulfilment (0.3 s here; longer on a loaded machine) makes the card.
+        eventually(lambda: fetch().json()["items"][0]["gift_card"] is not None)
+        fetched = fetch()
 
     card = fetched.json()["items"][0]["gift_card"]
     assert card is not None and fetched.headers["X-Request-ID"] == "trace-me-1"
